@@ -1,0 +1,89 @@
+"""Work kept off the query path: batched recall statistics and vector-graph upkeep."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable
+
+import sqlalchemy as sa
+
+from stellar_core.store.engine import Database
+from stellar_core.store.records import m
+from stellar_core.store.schema import memories
+
+log = logging.getLogger(__name__)
+
+
+class RecallLog:
+    """Counts recalls in memory; ``flush`` writes them in one transaction."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._pending: Counter[int] = Counter()
+        self._last: dict[int, float] = {}
+        self._lock = threading.Lock()
+
+    def add(self, seqs: Iterable[int], now: float) -> None:
+        with self._lock:
+            for seq in seqs:
+                self._pending[seq] += 1
+                self._last[seq] = now
+
+    def flush(self) -> int:
+        """Write pending counts; returns how many memories were touched."""
+        with self._lock:
+            pending, last = self._pending, self._last
+            self._pending, self._last = Counter(), {}
+        if not pending:
+            return 0
+        stmt = (
+            memories.update()
+            .where(m.seq == sa.bindparam("b_seq"))
+            .values(
+                recall_count=m.recall_count + sa.bindparam("b_n"),
+                last_recalled_at=sa.bindparam("b_at"),
+                last_access_at=sa.case(
+                    (m.last_access_at > sa.bindparam("b_at"), m.last_access_at),
+                    else_=sa.bindparam("b_at"),
+                ),
+            )
+        )
+        rows = [{"b_seq": s, "b_n": n, "b_at": last[s]} for s, n in pending.items()]
+        try:
+            with self._db.write() as conn:
+                conn.execute(stmt, rows)
+        except Exception:
+            with self._lock:  # keep the counts for the next try
+                self._pending.update(pending)
+                for s, t in last.items():
+                    self._last[s] = max(t, self._last.get(s, t))
+            raise
+        return len(rows)
+
+
+class Upkeep(threading.Thread):
+    """A daemon thread that runs ``tasks`` every ``interval`` seconds until stopped."""
+
+    def __init__(self, interval: float, tasks: list[Callable[[], object]]) -> None:
+        super().__init__(name="stellar-upkeep", daemon=True)
+        self._interval = interval
+        self._tasks = tasks
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self._interval):
+            self.run_once()
+
+    def run_once(self) -> None:
+        for task in self._tasks:
+            try:
+                task()
+            except Exception:  # a failed round must not kill the thread; the next one retries
+                log.exception("background upkeep failed")
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        if self.is_alive():
+            self.join(timeout=10)

@@ -1,0 +1,178 @@
+"""Reorbit, forgetting and purging of one namespace, as set-based SQL.
+
+One pass: rescore every live memory, place it in its zone (thresholds, then capacities
+cascading outwards), forget what has idled in Cloud past its importance-dependent limit
+(never pinned ones), and purge tombstones older than the retention period.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+
+import sqlalchemy as sa
+
+from stellar_core.clock import DAY
+from stellar_core.models import ReorbitReport, Zone
+from stellar_core.scoring import BOUNDED, ZonePolicy, forget_after_days, score_sql
+from stellar_core.settings import Settings
+from stellar_core.store.dialect import SqliteDialect
+from stellar_core.store.records import live, m
+from stellar_core.store.schema import links, memories
+from stellar_core.sync import outbox
+from stellar_core.sync.clock import bump
+
+ChangeStamp = Callable[[], str]
+
+
+def reorbit(
+    conn: sa.Connection,
+    dialect: SqliteDialect,
+    namespace: str,
+    policy: ZonePolicy,
+    s: Settings,
+    now: float,
+    agent: str,
+    hlc: ChangeStamp,
+    context: Mapping[int, float] | None = None,
+) -> ReorbitReport:
+    """Rescore, rezone, forget and purge one namespace inside the caller's transaction."""
+    started = time.perf_counter()
+    ctx_col = _context_column(conn, context) if context is not None else None
+    scored = conn.execute(
+        memories.update().where(live(namespace)).values(score=score_sql(memories, now, s, ctx_col))
+    ).rowcount
+    inward, outward = _rezone(conn, namespace, policy)
+    forgotten = _forget(conn, dialect, namespace, s, now, agent, hlc)
+    purged = _purge(conn, namespace, s, now, agent, hlc)
+    zones = dict.fromkeys(Zone, 0)
+    for zone, count in conn.execute(
+        sa.select(m.zone, sa.func.count()).where(live(namespace)).group_by(m.zone)
+    ):
+        zones[Zone(zone)] = count
+    return ReorbitReport(
+        namespace, scored, inward, outward, forgotten, purged, zones, time.perf_counter() - started
+    )
+
+
+def _context_column(conn: sa.Connection, context: Mapping[int, float]) -> sa.ColumnElement[float]:
+    """Context similarities in a temporary table, as a correlated column (0 when absent)."""
+    tmp = sa.Table(
+        "reorbit_context",
+        sa.MetaData(),
+        sa.Column("seq", sa.BigInteger, primary_key=True),
+        sa.Column("sim", sa.Float, nullable=False),
+        prefixes=["TEMPORARY"],
+    )
+    tmp.drop(conn, checkfirst=True)
+    tmp.create(conn)
+    if context:
+        conn.execute(tmp.insert(), [{"seq": k, "sim": max(0.0, v)} for k, v in context.items()])
+    sub = sa.select(tmp.c.sim).where(tmp.c.seq == m.seq).scalar_subquery()
+    return sa.func.coalesce(sub, 0.0)
+
+
+def _rezone(conn: sa.Connection, namespace: str, policy: ZonePolicy) -> tuple[int, int]:
+    """Assign zones by rank; returns how many memories moved inward and outward."""
+    counts = conn.execute(
+        sa.select(
+            *(sa.func.sum(sa.case((m.score >= policy.thresholds[z], 1), else_=0)) for z in BOUNDED)
+        ).where(live(namespace))
+    ).one()
+    ends = policy.rank_ends({z: int(c or 0) for z, c in zip(BOUNDED, counts, strict=True)})
+    ranked = (
+        sa.select(
+            m.seq.label("seq"),
+            sa.func.row_number().over(order_by=(m.score.desc(), m.seq.desc())).label("r"),
+        )
+        .where(live(namespace))
+        .cte("ranked")
+    )
+    new_zone = sa.case(
+        *((ranked.c.r <= end, zone.value) for zone, end in zip(BOUNDED, ends, strict=True)),
+        else_=Zone.CLOUD.value,
+    )
+    order = sa.case({z.value: z.rank for z in Zone}, value=m.zone)
+    new_order = sa.case(
+        *((ranked.c.r <= end, zone.rank) for zone, end in zip(BOUNDED, ends, strict=True)),
+        else_=Zone.CLOUD.rank,
+    )
+    moves = conn.execute(
+        sa.select(
+            sa.func.sum(sa.case((new_order < order, 1), else_=0)),
+            sa.func.sum(sa.case((new_order > order, 1), else_=0)),
+        ).select_from(memories.join(ranked, ranked.c.seq == m.seq))
+    ).one()
+    conn.execute(
+        memories.update()
+        .where(m.seq == ranked.c.seq, m.zone != new_zone)
+        .values(zone=new_zone)
+    )
+    return int(moves[0] or 0), int(moves[1] or 0)
+
+
+def _forget(
+    conn: sa.Connection,
+    dialect: SqliteDialect,
+    namespace: str,
+    s: Settings,
+    now: float,
+    agent: str,
+    hlc: ChangeStamp,
+) -> int:
+    idle_limit = DAY * forget_after_days(m.importance, s)
+    rows = conn.execute(
+        memories.update()
+        .where(
+            live(namespace),
+            m.zone == Zone.CLOUD.value,
+            m.pinned.is_(False),
+            (now - m.last_access_at) >= idle_limit,
+        )
+        .values(deleted_at=now)
+        .returning(m.seq, m.id, m.vector_clock)
+    ).all()
+    if not rows:
+        return 0
+    stamps = [(seq, mid, hlc(), bump(vc or {}, agent)) for seq, mid, vc in rows]
+    conn.execute(
+        memories.update().where(m.seq == sa.bindparam("b_seq")).values(hlc=sa.bindparam("b_hlc"), vector_clock=sa.bindparam("b_vc")),
+        [{"b_seq": seq, "b_hlc": h, "b_vc": vc} for seq, _, h, vc in stamps],
+    )
+    dialect.text_index_drop(conn, [r[0] for r in rows])
+    outbox.record(
+        conn,
+        [
+            {"namespace": namespace, "memory_id": mid, "op": "forget", "agent": agent, "hlc": h,
+             "vector_clock": vc, "payload": {"reason": "idle"}, "created_at": now}
+            for _, mid, h, vc in stamps
+        ],
+    )
+    return len(rows)
+
+
+def _purge(
+    conn: sa.Connection, namespace: str, s: Settings, now: float, agent: str, hlc: ChangeStamp
+) -> int:
+    rows = conn.execute(
+        memories.delete()
+        .where(
+            m.namespace == namespace,
+            m.deleted_at.is_not(None),
+            m.deleted_at <= now - s.purge_after_days * DAY,
+        )
+        .returning(m.id, m.vector_clock)
+    ).all()
+    ids = [r[0] for r in rows]
+    for i in range(0, len(ids), 900):
+        chunk = ids[i : i + 900]
+        conn.execute(links.delete().where(sa.or_(links.c.source_id.in_(chunk), links.c.target_id.in_(chunk))))
+    outbox.record(
+        conn,
+        [
+            {"namespace": namespace, "memory_id": mid, "op": "purge", "agent": agent, "hlc": hlc(),
+             "vector_clock": bump(vc or {}, agent), "payload": {}, "created_at": now}
+            for mid, vc in rows
+        ],
+    )
+    return len(rows)

@@ -1,0 +1,149 @@
+"""Plain data objects that cross the public API."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+
+class Zone(enum.StrEnum):
+    """Orbits of the memory's solar system, closest (most alive) first."""
+
+    CORE = "core"
+    INNER = "inner"
+    OUTER = "outer"
+    BELT = "belt"
+    CLOUD = "cloud"
+
+    @property
+    def rank(self) -> int:
+        """0 for Core ... 4 for Cloud: a larger rank is further out."""
+        return list(Zone).index(self)
+
+
+def to_datetime(ts: float | None) -> datetime | None:
+    """Epoch seconds (as stored) to an aware UTC datetime."""
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who acts: an agent id (or API key name). Roles are granted per namespace."""
+
+    id: str
+
+    def __post_init__(self) -> None:
+        if not self.id or not self.id.strip():
+            raise ValueError("a principal needs a non-empty id")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a memory came from: ingestion connectors fill this in."""
+
+    type: str
+    url: str | None = None
+    chunk: int | None = None
+    ingested_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Memory:
+    """One stored memory. Times are seconds since the epoch (UTC), as stored."""
+
+    id: str
+    namespace: str
+    content: str
+    content_hash: str
+    importance: float
+    pinned: bool
+    recall_count: int
+    created_at: float
+    updated_at: float
+    last_recalled_at: float | None
+    last_access_at: float
+    zone: Zone
+    score: float
+    tags: tuple[str, ...] = ()
+    metadata: dict[str, Any] = field(default_factory=dict)
+    source: Source | None = None
+    thread: str | None = None
+    position: int | None = None
+    encrypted: bool = False
+    key_id: str | None = None
+    origin_agent: str = "local"
+    hlc: str = ""
+    vector_clock: dict[str, int] = field(default_factory=dict)
+    deleted_at: float | None = None
+
+    @property
+    def forgotten(self) -> bool:
+        """True for a tombstone: forgotten, kept only until purged so sync can spread the delete."""
+        return self.deleted_at is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (used by export and the CLI)."""
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        out["zone"] = self.zone.value
+        out["tags"] = list(self.tags)
+        out["source"] = None if self.source is None else vars(self.source).copy()
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Memory:
+        """Inverse of ``to_dict``."""
+        data = dict(data)
+        data["zone"] = Zone(data["zone"])
+        data["tags"] = tuple(data.get("tags") or ())
+        src = data.get("source")
+        data["source"] = Source(**src) if src else None
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class RecallHit:
+    """A recalled memory with its relevance to the query (higher is better)."""
+
+    memory: Memory
+    relevance: float
+    via: tuple[str, ...]  # which arms found it: "lexical", "vector", "thread", "graph"
+
+
+@dataclass(frozen=True)
+class Link:
+    """A typed, weighted, directed edge between two memories of one namespace."""
+
+    source_id: str
+    target_id: str
+    kind: str
+    weight: float
+    created_at: float
+
+
+@dataclass(frozen=True)
+class ReorbitReport:
+    """What one reorbit pass did in one namespace."""
+
+    namespace: str
+    scored: int
+    moved_inward: int
+    moved_outward: int
+    forgotten: int
+    purged: int
+    zones: dict[Zone, int]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Counts for one namespace."""
+
+    namespace: str
+    memories: int
+    forgotten: int
+    links: int
+    threads: int
+    zones: dict[Zone, int]
+    mean_score: float

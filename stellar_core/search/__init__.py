@@ -1,0 +1,1 @@
+"""Recall: lexical and vector candidates, fusion, graph expansion."""

@@ -1,0 +1,45 @@
+"""Combining the lexical and vector arms, and the bounded zone/recency boosts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+RRF_K = 60
+
+
+def minmax(scores: Mapping[int, float]) -> dict[int, float]:
+    """Scores rescaled to 0..1 within one arm."""
+    if not scores:
+        return {}
+    lo, hi = min(scores.values()), max(scores.values())
+    span = hi - lo
+    return {k: (v - lo) / span if span > 0 else 1.0 for k, v in scores.items()}
+
+
+def fuse_scores(
+    lexical: Mapping[int, float], vector: Mapping[int, float], w_lex: float, w_vec: float
+) -> dict[int, float]:
+    """Weighted sum of min-max normalised scores; an arm that missed a candidate adds 0."""
+    lex, vec = minmax(lexical), minmax(vector)
+    total = (w_lex + w_vec) or 1.0
+    return {k: (w_lex * lex.get(k, 0.0) + w_vec * vec.get(k, 0.0)) / total for k in lex.keys() | vec.keys()}
+
+
+def fuse_ranks(
+    lexical: Mapping[int, float], vector: Mapping[int, float], w_lex: float, w_vec: float
+) -> dict[int, float]:
+    """Weighted reciprocal-rank fusion, scaled so that first in both arms scores 1."""
+    out: dict[int, float] = {}
+    for arm, w in ((lexical, w_lex), (vector, w_vec)):
+        for rank, key in enumerate(sorted(arm, key=lambda k: -arm[k])):
+            out[key] = out.get(key, 0.0) + w / (RRF_K + rank + 1)
+    top = (w_lex + w_vec) / (RRF_K + 1) or 1.0
+    return {k: v / top for k, v in out.items()}
+
+
+def boost(relevance: float, zone_rank: int, freshness: float, zone_boost: float, recency_boost: float) -> float:
+    """Relevance times at most (1 + zone_boost + recency_boost): relevance still decides.
+
+    ``zone_rank`` is 0 (Core) .. 4 (Cloud); ``freshness`` is 1 for a just-accessed memory.
+    """
+    return relevance * (1.0 + zone_boost * (4 - zone_rank) / 4 + recency_boost * freshness)

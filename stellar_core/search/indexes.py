@@ -1,0 +1,69 @@
+"""One ``VectorIndex`` per namespace, loaded on first use and kept current from the change log.
+
+Any process may write the database; before each search the index applies the change-log
+rows it has not seen, so every process recalls what every other one stored.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import sqlalchemy as sa
+
+from stellar_core.search.vector import VectorIndex
+from stellar_core.store.engine import Database
+from stellar_core.store.records import blob_to_vectors, m
+from stellar_core.sync import outbox
+
+
+class VectorIndexes:
+    """The vector indexes of one open database."""
+
+    def __init__(self, db: Database, dim: int, hnsw_min_rows: int) -> None:
+        self._db = db
+        self._dim = dim
+        self._hnsw_min_rows = hnsw_min_rows
+        self._indexes: dict[str, VectorIndex] = {}
+        self._lock = threading.Lock()
+
+    def get(self, namespace: str) -> VectorIndex:
+        """The namespace's index, caught up with every committed change."""
+        with self._lock:
+            index = self._indexes.get(namespace)
+            if index is None:
+                index = self._indexes[namespace] = VectorIndex(self._dim, self._hnsw_min_rows)
+        with self._db.read() as conn:
+            events = outbox.since(conn, namespace, index.watermark)
+            if events:
+                self._apply(conn, namespace, index, events)
+        return index
+
+    def maintain(self) -> None:
+        """Graph upkeep for every loaded index (runs off the query path)."""
+        for index in list(self._indexes.values()):
+            index.maintain()
+
+    def _apply(
+        self, conn: sa.Connection, namespace: str, index: VectorIndex, events: list[tuple[int, str, str]]
+    ) -> None:
+        ids = list({mid for _, mid, _ in events})
+        with_vectors: list[tuple[int, bytes, str | None, int | None]] = []
+        gone: list[int] = []
+        for i in range(0, len(ids), 900):
+            q = sa.select(m.seq, m.embedding, m.thread, m.position, m.deleted_at).where(
+                m.namespace == namespace, m.id.in_(ids[i : i + 900])
+            )
+            for seq, blob, thread, pos, deleted in conn.execute(q):
+                if deleted is None and blob is not None:
+                    with_vectors.append((seq, blob, thread, pos))
+                else:
+                    gone.append(seq)
+        # Purged rows no longer exist; their seqs were removed when they were forgotten.
+        index.remove(gone)
+        if with_vectors:
+            index.upsert(
+                [r[0] for r in with_vectors],
+                blob_to_vectors([r[1] for r in with_vectors], self._dim),
+                [(t, p) if t is not None and p is not None else None for _, _, t, p in with_vectors],
+            )
+        index.watermark = events[-1][0]

@@ -1,0 +1,86 @@
+"""The lexical arm: what goes into the full-text index and how a query becomes terms.
+
+A memory in a thread is indexed with its neighbours' text in a separate, down-weighted
+column: a fact is often stated in reply to a question whose words the reply lacks.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+import sqlalchemy as sa
+
+from stellar_core.store.dialect import SqliteDialect
+from stellar_core.store.schema import memories
+
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+
+# Words that carry no topic: dropping them keeps BM25 OR-queries fast and on topic.
+STOPWORDS = frozenset(
+    """a about above after again against all am an and any are as at be because been before being
+    below between both but by can could did do does doing down during each few for from further had
+    has have having he her here hers herself him himself his how i if in into is it its itself just
+    me more most my myself no nor not now of off on once only or other our ours ourselves out over
+    own same she should so some such than that the their theirs them themselves then there these
+    they this those through to too under until up very was we were what when where which while who
+    whom why will with would you your yours yourself yourselves s t d ll m re ve""".split()
+)
+
+
+def query_terms(text: str, limit: int = 32) -> list[str]:
+    """Distinct lower-cased words of a query, stopwords removed (all kept if nothing is left)."""
+    words = [w.lower() for w in _WORD.findall(text)]
+    kept = [w for w in words if w not in STOPWORDS]
+    return list(dict.fromkeys(kept or words))[:limit]
+
+
+def reindex(
+    conn: sa.Connection,
+    dialect: SqliteDialect,
+    namespace: str,
+    seqs: Iterable[int],
+    window: int,
+) -> None:
+    """(Re)write the full-text rows of ``seqs`` and of their thread neighbours."""
+    seqs = list(seqs)
+    if not seqs:
+        return
+    m = memories.c
+    live = sa.and_(m.namespace == namespace, m.deleted_at.is_(None))
+    rows = conn.execute(sa.select(m.seq, m.thread, m.position, m.content).where(live, m.seq.in_(seqs))).all()
+    threaded = [(t, p) for _, t, p, _ in rows if t is not None and p is not None]
+    by_place: dict[tuple[str, int], tuple[int, str]] = {}
+    if threaded and window > 0:
+        bounds: dict[str, tuple[int, int]] = {}
+        for t, p in threaded:
+            lo, hi = bounds.get(t, (p, p))
+            bounds[t] = (min(lo, p), max(hi, p))
+        spans = sa.or_(
+            *(
+                sa.and_(m.thread == t, m.position.between(lo - 2 * window, hi + 2 * window))
+                for t, (lo, hi) in bounds.items()
+            )
+        )
+        for seq, t, p, content in conn.execute(
+            sa.select(m.seq, m.thread, m.position, m.content).where(live, spans)
+        ):
+            by_place[(t, p)] = (seq, content)
+    # Every row whose context window covers a touched row must be rewritten.
+    targets: dict[int, tuple[str, str | None, int | None]] = {s: (c, t, p) for s, t, p, c in rows}
+    for t, p in threaded:
+        for d in range(-window, window + 1):
+            hit = by_place.get((t, p + d))
+            if hit is not None:
+                targets.setdefault(hit[0], (hit[1], t, p + d))
+    out = []
+    for seq, (content, t, p) in targets.items():
+        context = ""
+        if t is not None and p is not None:
+            context = "\n".join(
+                by_place[(t, p + d)][1]
+                for d in range(-window, window + 1)
+                if d != 0 and (t, p + d) in by_place
+            )
+        out.append((seq, content, context, namespace))
+    dialect.text_index_put(conn, out)

@@ -1,0 +1,175 @@
+"""The recall pipeline: candidates from both arms, fusion, bounded boosts, graph expansion."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from stellar_core.clock import DAY
+from stellar_core.models import Zone
+from stellar_core.search import fusion
+from stellar_core.search.lexical import query_terms
+from stellar_core.search.vector import VectorIndex
+from stellar_core.settings import Settings
+from stellar_core.store.dialect import SqliteDialect
+from stellar_core.store.records import live, m
+from stellar_core.store.schema import links, memory_tags
+
+RECENCY_HALF_LIFE_DAYS = 7.0
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Hard filters applied inside both arms' queries."""
+
+    zones: tuple[Zone, ...] = ()
+    tags: tuple[str, ...] = ()  # a memory must carry every one
+    since: float | None = None  # created at or after
+    until: float | None = None  # created before
+    source_type: str | None = None
+
+    def sql(self) -> sa.ColumnElement[bool] | None:
+        """The filter as a WHERE clause on memories, or None when nothing is filtered."""
+        parts: list[sa.ColumnElement[bool]] = []
+        if self.zones:
+            parts.append(m.zone.in_([z.value for z in self.zones]))
+        for tag in self.tags:
+            parts.append(
+                sa.exists().where(memory_tags.c.memory_seq == m.seq, memory_tags.c.tag == tag)
+            )
+        if self.since is not None:
+            parts.append(m.created_at >= self.since)
+        if self.until is not None:
+            parts.append(m.created_at < self.until)
+        if self.source_type is not None:
+            parts.append(m.source_type == self.source_type)
+        return sa.and_(*parts) if parts else None
+
+
+@dataclass
+class Candidate:
+    relevance: float
+    via: set[str] = field(default_factory=set)
+
+
+def recall(
+    conn: sa.Connection,
+    dialect: SqliteDialect,
+    index: VectorIndex,
+    namespace: str,
+    text: str,
+    vector: np.ndarray,
+    k: int,
+    filters: Filters,
+    expand: bool,
+    s: Settings,
+    now: float,
+) -> list[tuple[int, float, tuple[str, ...]]]:
+    """Best ``k`` (seq, relevance, via) for a query in one namespace."""
+    where = filters.sql()
+    allowed: set[int] | None = None
+    if where is not None:
+        allowed = set(conn.execute(sa.select(m.seq).where(live(namespace), where)).scalars())
+        if not allowed:
+            return []
+    n = max(s.recall_candidates, 3 * k)
+
+    vec = _vector_arm(index, vector, n, allowed, s)
+    lex = dict(
+        dialect.text_search(conn, namespace, query_terms(text), n, s.thread_context_weight, where)
+    )
+    fuse = fusion.fuse_scores if s.fusion == "score" else fusion.fuse_ranks
+    fused = fuse(lex, {q: v for q, (v, _) in vec.items()}, s.lexical_weight, s.vector_weight)
+    cands: dict[int, Candidate] = {q: Candidate(r) for q, r in fused.items()}
+    for q in lex:
+        cands[q].via.add("lexical")
+    for q, (_, via) in vec.items():
+        cands[q].via.add(via)
+
+    # Bounded boosts re-rank the head only: relevance has already decided who is in it.
+    head = sorted(cands, key=lambda q: -cands[q].relevance)[: max(3 * k, 30)]
+    _apply_boosts(conn, cands, head, s, now)
+    ranked = sorted(head, key=lambda q: -cands[q].relevance)[:k]
+    if expand and ranked:
+        ranked = _expand(conn, namespace, cands, ranked, where, k, s)
+    return [(q, cands[q].relevance, tuple(sorted(cands[q].via))) for q in ranked]
+
+
+def _vector_arm(
+    index: VectorIndex, vector: np.ndarray, n: int, allowed: set[int] | None, s: Settings
+) -> dict[int, tuple[float, str]]:
+    """Cosine hits, plus their thread neighbours, scored with their context.
+
+    score(x) = cos(q, x) + w * max(cos(q, y) for y in x's thread neighbours)
+    """
+    hits = dict(index.search(vector, n, allowed))
+    window, w = s.thread_context_window, s.thread_context_weight
+    if not hits or window == 0 or w == 0:
+        return {q: (v, "vector") for q, v in hits.items()}
+    near = {q: index.neighbours(q, window) for q in hits}
+    pool = set(hits) | {y for ys in near.values() for y in ys}
+    if allowed is not None:
+        pool &= allowed
+    for q in pool - near.keys():
+        near[q] = index.neighbours(q, window)
+    need = {y for q in pool for y in near[q]} | pool
+    sims = {**index.similarities(vector, [y for y in need if y not in hits]), **hits}
+    out = {}
+    for q in pool:
+        ctx = max((sims[y] for y in near[q] if y in sims), default=0.0)
+        out[q] = (sims[q] + w * ctx, "vector" if q in hits else "thread")
+    return out
+
+
+def _apply_boosts(
+    conn: sa.Connection, cands: dict[int, Candidate], head: list[int], s: Settings, now: float
+) -> None:
+    if not head:
+        return
+    rows = conn.execute(sa.select(m.seq, m.zone, m.last_access_at).where(m.seq.in_(head)))
+    for seq, zone, last in rows:
+        fresh = 0.5 ** (max(0.0, now - last) / DAY / RECENCY_HALF_LIFE_DAYS)
+        c = cands[seq]
+        c.relevance = fusion.boost(c.relevance, Zone(zone).rank, fresh, s.zone_boost, s.recency_boost)
+
+
+def _expand(
+    conn: sa.Connection,
+    namespace: str,
+    cands: dict[int, Candidate],
+    seeds: list[int],
+    where: sa.ColumnElement[bool] | None,
+    k: int,
+    s: Settings,
+) -> list[int]:
+    """Add linked memories of the seeds, each scored below the seed that brought it."""
+    ids = dict(conn.execute(sa.select(m.seq, m.id).where(m.seq.in_(seeds))).all())
+    seed_of = {mid: seq for seq, mid in ids.items()}
+    l = links.c
+    edges = conn.execute(
+        sa.select(l.source_id, l.target_id, l.weight).where(
+            l.namespace == namespace,
+            sa.or_(l.source_id.in_(seed_of), l.target_id.in_(seed_of)),
+        )
+    ).all()
+    best: dict[str, float] = {}
+    for src, dst, weight in edges:
+        seed, other = (src, dst) if src in seed_of else (dst, src)
+        score = cands[seed_of[seed]].relevance * s.graph_decay * min(1.0, weight)
+        best[other] = max(best.get(other, 0.0), score)
+    if not best:
+        return seeds
+    q: Any = sa.select(m.seq, m.id).where(live(namespace), m.id.in_(best))
+    if where is not None:
+        q = q.where(where)
+    for seq, mid in conn.execute(q):
+        if seq in seeds:
+            continue
+        c = cands.setdefault(seq, Candidate(0.0))
+        c.relevance = max(c.relevance, best[mid])
+        c.via.add("graph")
+    pool = set(seeds) | {seq for seq, c in cands.items() if "graph" in c.via}
+    return sorted(pool, key=lambda q: -cands[q].relevance)[:k]

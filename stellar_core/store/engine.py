@@ -1,0 +1,88 @@
+"""Opening a database: engine, dialect, migrations on open, error translation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
+
+from stellar_core.errors import SchemaVersionError, StorageError, TransientError
+from stellar_core.store.dialect import SqliteDialect, dialect_for
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class Database:
+    """An engine plus its dialect, migrated to the newest schema when opened."""
+
+    def __init__(self, url: str) -> None:
+        self.url = sa.make_url(url)
+        self.dialect: SqliteDialect = dialect_for(self.url)
+        if self.url.get_backend_name() == "sqlite" and self.url.database not in (None, "", ":memory:"):
+            Path(self.url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        self.engine = sa.create_engine(self.url, **self.dialect.engine_kwargs())
+        self.dialect.configure(self.engine)
+        try:
+            self._migrate()
+        except sa.exc.DatabaseError as exc:
+            self.engine.dispose()
+            raise StorageError(
+                f"cannot open {self.url.render_as_string(hide_password=True)}: "
+                f"not a Stellar Memory database or damaged ({exc.orig})"
+            ) from exc
+        except Exception:
+            self.engine.dispose()
+            raise
+
+    def _migrate(self) -> None:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        script = ScriptDirectory.from_config(cfg)
+        with self.write() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+            if current is not None:
+                try:
+                    script.get_revision(current)
+                except CommandError as exc:
+                    raise SchemaVersionError(
+                        f"the database has schema {current!r}, newer than this version of "
+                        "stellar knows; upgrade stellar-memory to open it"
+                    ) from exc
+            if current != script.get_current_head():
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+
+    @contextmanager
+    def write(self) -> Iterator[sa.Connection]:
+        """A write transaction; commits on success, rolls back on error."""
+        with _translated(), self.engine.connect() as conn:
+            conn = conn.execution_options(stellar_write=True)
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[sa.Connection]:
+        """A read transaction: one consistent snapshot."""
+        with _translated(), self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    """Lock timeouts are worth a retry; say so with the error type."""
+    try:
+        yield
+    except sa.exc.OperationalError as exc:
+        if "locked" in str(exc.orig) or "busy" in str(exc.orig):
+            raise TransientError(f"database busy: {exc.orig}") from exc
+        raise

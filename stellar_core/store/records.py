@@ -1,0 +1,129 @@
+"""Rows of the memories table to ``Memory`` objects and back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from stellar_core.models import Memory, Source, Zone
+from stellar_core.store.schema import memories, memory_tags
+
+m = memories.c
+
+# Everything but the embedding: recall returns memories, not vectors.
+MEMORY_COLUMNS = [c for c in memories.c if c.name != "embedding"]
+
+
+def live(namespace: str) -> sa.ColumnElement[bool]:
+    """The namespace partition, minus tombstones."""
+    return sa.and_(m.namespace == namespace, m.deleted_at.is_(None))
+
+
+def to_memory(row: sa.Row[Any], tags: Sequence[str] = ()) -> Memory:
+    """A ``Memory`` from a row of ``MEMORY_COLUMNS``."""
+    r = row._mapping
+    source = None
+    if r["source_type"] is not None:
+        source = Source(r["source_type"], r["source_url"], r["source_chunk"], r["ingested_at"])
+    return Memory(
+        id=r["id"],
+        namespace=r["namespace"],
+        content=r["content"],
+        content_hash=r["content_hash"],
+        importance=r["importance"],
+        pinned=bool(r["pinned"]),
+        recall_count=r["recall_count"],
+        created_at=r["created_at"],
+        updated_at=r["updated_at"],
+        last_recalled_at=r["last_recalled_at"],
+        last_access_at=r["last_access_at"],
+        zone=Zone(r["zone"]),
+        score=r["score"],
+        tags=tuple(sorted(tags)),
+        metadata=dict(r["meta"] or {}),
+        source=source,
+        thread=r["thread"],
+        position=r["position"],
+        encrypted=bool(r["encrypted"]),
+        key_id=r["key_id"],
+        origin_agent=r["origin_agent"],
+        hlc=r["hlc"],
+        vector_clock=dict(r["vector_clock"] or {}),
+        deleted_at=r["deleted_at"],
+    )
+
+
+def to_row(mem: Memory) -> dict[str, Any]:
+    """Column values for a ``Memory`` (without seq and embedding)."""
+    src = mem.source
+    return {
+        "id": mem.id,
+        "namespace": mem.namespace,
+        "content": mem.content,
+        "content_hash": mem.content_hash,
+        "importance": mem.importance,
+        "pinned": mem.pinned,
+        "recall_count": mem.recall_count,
+        "created_at": mem.created_at,
+        "updated_at": mem.updated_at,
+        "last_recalled_at": mem.last_recalled_at,
+        "last_access_at": mem.last_access_at,
+        "zone": mem.zone.value,
+        "score": mem.score,
+        "meta": mem.metadata,
+        "source_type": src.type if src else None,
+        "source_url": src.url if src else None,
+        "source_chunk": src.chunk if src else None,
+        "ingested_at": src.ingested_at if src else None,
+        "thread": mem.thread,
+        "position": mem.position,
+        "encrypted": mem.encrypted,
+        "key_id": mem.key_id,
+        "origin_agent": mem.origin_agent,
+        "hlc": mem.hlc,
+        "vector_clock": mem.vector_clock,
+        "deleted_at": mem.deleted_at,
+    }
+
+
+def fetch(conn: sa.Connection, where: sa.ColumnElement[bool]) -> dict[int, Memory]:
+    """Memories matching ``where``, keyed by seq, with their tags."""
+    rows = conn.execute(sa.select(m.seq, *MEMORY_COLUMNS).where(where)).all()
+    if not rows:
+        return {}
+    tags = tags_of(conn, [r.seq for r in rows])
+    return {r.seq: to_memory(r, tags.get(r.seq, ())) for r in rows}
+
+
+def tags_of(conn: sa.Connection, seqs: Sequence[int]) -> dict[int, list[str]]:
+    """Tags of each memory."""
+    out: dict[int, list[str]] = {}
+    for i in range(0, len(seqs), 900):
+        q = sa.select(memory_tags.c.memory_seq, memory_tags.c.tag).where(
+            memory_tags.c.memory_seq.in_(seqs[i : i + 900])
+        )
+        for seq, tag in conn.execute(q):
+            out.setdefault(seq, []).append(tag)
+    return out
+
+
+def put_tags(conn: sa.Connection, pairs: Iterable[tuple[int, str]]) -> None:
+    """Insert (seq, tag) pairs."""
+    rows = [{"memory_seq": s, "tag": t} for s, t in pairs]
+    if rows:
+        conn.execute(memory_tags.insert(), rows)
+
+
+def vector_to_blob(vec: np.ndarray) -> bytes:
+    """float32 little-endian bytes."""
+    return np.asarray(vec, dtype="<f4").tobytes()
+
+
+def blob_to_vectors(blobs: Sequence[bytes], dim: int) -> np.ndarray:
+    """Stack blobs back into an (n, dim) float32 array."""
+    if not blobs:
+        return np.zeros((0, dim), dtype=np.float32)
+    return np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), dim).astype(np.float32)

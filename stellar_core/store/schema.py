@@ -1,0 +1,96 @@
+"""Table definitions (SQLAlchemy Core). Migrations create them; queries import them from here."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+# SQLite needs INTEGER PRIMARY KEY (the rowid alias) for a cheap autoincrementing key.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+memories = sa.Table(
+    "memories",
+    metadata,
+    sa.Column("seq", BigId, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(36), nullable=False, unique=True),
+    sa.Column("namespace", sa.String(128), nullable=False),
+    sa.Column("content", sa.Text, nullable=False),
+    sa.Column("content_hash", sa.String(64), nullable=False),
+    sa.Column("importance", sa.Float, nullable=False),
+    sa.Column("pinned", sa.Boolean, nullable=False, default=False),
+    sa.Column("recall_count", sa.Integer, nullable=False, default=0),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("last_recalled_at", sa.Float),
+    sa.Column("last_access_at", sa.Float, nullable=False),
+    sa.Column("zone", sa.String(8), nullable=False),
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("meta", sa.JSON, nullable=False),
+    sa.Column("source_type", sa.String(32)),
+    sa.Column("source_url", sa.Text),
+    sa.Column("source_chunk", sa.Integer),
+    sa.Column("ingested_at", sa.Float),
+    sa.Column("thread", sa.String(256)),
+    sa.Column("position", sa.Integer),
+    sa.Column("encrypted", sa.Boolean, nullable=False, default=False),
+    sa.Column("key_id", sa.String(64)),
+    sa.Column("embedding", sa.LargeBinary),
+    sa.Column("origin_agent", sa.String(128), nullable=False),
+    sa.Column("hlc", sa.String(40), nullable=False),
+    sa.Column("vector_clock", sa.JSON, nullable=False),
+    sa.Column("deleted_at", sa.Float),
+    sa.Index("ix_memories_ns_zone", "namespace", "zone"),
+    sa.Index("ix_memories_ns_thread", "namespace", "thread", "position"),
+)
+
+memory_tags = sa.Table(
+    "memory_tags",
+    metadata,
+    sa.Column("memory_seq", BigId, sa.ForeignKey("memories.seq", ondelete="CASCADE"), primary_key=True),
+    sa.Column("tag", sa.String(128), primary_key=True),
+    sa.Index("ix_memory_tags_tag", "tag", "memory_seq"),
+)
+
+links = sa.Table(
+    "links",
+    metadata,
+    sa.Column("namespace", sa.String(128), nullable=False),
+    sa.Column("source_id", sa.String(36), nullable=False),
+    sa.Column("target_id", sa.String(36), nullable=False),
+    sa.Column("kind", sa.String(64), nullable=False),
+    sa.Column("weight", sa.Float, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.PrimaryKeyConstraint("source_id", "target_id", "kind"),
+    sa.Index("ix_links_target", "target_id"),
+)
+
+# The outbox: every change, written in the same transaction as the change itself.
+changes = sa.Table(
+    "changes",
+    metadata,
+    sa.Column("seq", BigId, primary_key=True, autoincrement=True),
+    sa.Column("namespace", sa.String(128), nullable=False),
+    sa.Column("memory_id", sa.String(36), nullable=False),
+    sa.Column("op", sa.String(16), nullable=False),
+    sa.Column("agent", sa.String(128), nullable=False),
+    sa.Column("hlc", sa.String(40), nullable=False),
+    sa.Column("vector_clock", sa.JSON, nullable=False),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Index("ix_changes_ns_seq", "namespace", "seq"),
+)
+
+namespace_config = sa.Table(
+    "namespace_config",
+    metadata,
+    sa.Column("namespace", sa.String(128), primary_key=True),
+    sa.Column("config", sa.JSON, nullable=False),
+)
+
+meta = sa.Table(
+    "stellar_meta",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)

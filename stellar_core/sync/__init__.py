@@ -1,0 +1,1 @@
+"""Change events between agents: clocks and the outbox."""
