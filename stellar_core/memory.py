@@ -18,7 +18,7 @@ from stellar_core.embeddings import CachedEmbedder, Embedder, embedder_from_sett
 from stellar_core.errors import ConfigurationError, NotFoundError, ValidationError
 from stellar_core.housekeeping import RecallLog, Upkeep
 from stellar_core.lifecycle import reorbit as reorbit_pass
-from stellar_core.models import Link, Memory, Principal, RecallHit, ReorbitReport, Stats, Zone
+from stellar_core.models import ImportReport, Link, Memory, Principal, RecallHit, ReorbitReport, Stats, Zone
 from stellar_core.scoring import ZonePolicy, memory_score
 from stellar_core.search import lexical
 from stellar_core.search.indexes import VectorIndexes
@@ -400,6 +400,10 @@ class StellarMemory:
             ).scalar()
         return ZonePolicy.from_settings(self.settings, config)
 
+    def stamp(self) -> str:
+        """A fresh hybrid-logical-clock timestamp of this agent (orders changes across agents)."""
+        return self._hlc.tick()
+
     # --- internals -------------------------------------------------------------------------
     def _ns(self, namespace: str | None) -> str:
         return self.namespace if namespace is None else check.namespace(namespace)
@@ -484,45 +488,101 @@ class StellarMemory:
     ) -> list[Memory]:
         now, s = self.clock.now(), self.settings
         existing = fetch(conn, sa.and_(live(ns), m.content_hash.in_({d.content_hash for d in drafts})))
-        by_key = {(mem.thread, mem.content_hash): mem for mem in existing.values()}
+        by_key = {(x.thread, x.content_hash): x for x in existing.values()}
         next_pos = self._next_positions(conn, ns, {d.thread for d in drafts if d.thread and d.position is None})
         out: list[Memory] = []
-        rows: list[dict[str, Any]] = []
+        new: list[tuple[Memory, np.ndarray]] = []
         for d, vec in zip(drafts, vectors, strict=True):
             key = (d.thread, d.content_hash)
-            if key in by_key:
-                out.append(by_key[key])
-                continue
-            pos = d.position
-            if d.thread is not None and pos is None:
-                pos = next_pos[d.thread]
-                next_pos[d.thread] += 1
-            score = memory_score(0, 0.0, d.importance, s)
-            mem = Memory(
-                id=uuid.uuid4().hex, namespace=ns, content=d.content, content_hash=d.content_hash,
-                importance=d.importance, pinned=d.pinned, recall_count=0, created_at=now,
-                updated_at=now, last_recalled_at=None, last_access_at=now,
-                zone=policy.zone_for(score), score=score, tags=d.tags, metadata=d.metadata,
-                source=d.source, thread=d.thread, position=pos, origin_agent=who.id,
-                hlc=self._hlc.tick(), vector_clock={who.id: 1},
-            )
-            by_key[key] = mem
-            out.append(mem)
-            rows.append({**to_row(mem), "embedding": vector_to_blob(vec)})
-        if not rows:
-            return out
+            if key not in by_key:
+                pos = d.position
+                if d.thread is not None and pos is None:
+                    pos, next_pos[d.thread] = next_pos[d.thread], next_pos[d.thread] + 1
+                score = memory_score(0, 0.0, d.importance, s)
+                by_key[key] = Memory(
+                    id=uuid.uuid4().hex, namespace=ns, content=d.content, content_hash=d.content_hash,
+                    importance=d.importance, pinned=d.pinned, recall_count=0, created_at=now,
+                    updated_at=now, last_recalled_at=None, last_access_at=now,
+                    zone=policy.zone_for(score), score=score, tags=d.tags, metadata=d.metadata,
+                    source=d.source, thread=d.thread, position=pos, origin_agent=who.id,
+                    hlc=self._hlc.tick(), vector_clock={who.id: 1},
+                )
+                new.append((by_key[key], vec))
+            out.append(by_key[key])
+        self._write(conn, ns, who, new, "store", now)
+        return out
+
+    def _write(
+        self, conn: sa.Connection, ns: str, who: Principal, new: list[tuple[Memory, np.ndarray]],
+        op: str, now: float,
+    ) -> None:
+        """Insert memories with their tags, change events and full-text rows."""
+        if not new:
+            return
+        rows = [{**to_row(x), "embedding": vector_to_blob(vec)} for x, vec in new]
         seqs = list(
             conn.execute(memories.insert().returning(m.seq, sort_by_parameter_order=True), rows).scalars()
         )
-        new = {r["id"]: seq for r, seq in zip(rows, seqs, strict=True)}
-        put_tags(conn, ((new[mem.id], t) for mem in out if mem.id in new for t in mem.tags))
+        put_tags(conn, ((seq, t) for (x, _), seq in zip(new, seqs, strict=True) for t in x.tags))
         outbox.record(conn, [
-            {"namespace": ns, "memory_id": mem.id, "op": "store", "agent": who.id, "hlc": mem.hlc,
-             "vector_clock": mem.vector_clock, "payload": mem.to_dict(), "created_at": now}
-            for mem in {mem.id: mem for mem in out if mem.id in new}.values()
+            {"namespace": ns, "memory_id": x.id, "op": op, "agent": who.id, "hlc": x.hlc,
+             "vector_clock": x.vector_clock, "payload": x.to_dict(), "created_at": now}
+            for x, _ in new
         ])
-        lexical.reindex(conn, self.db.dialect, ns, seqs, s.thread_context_window)
-        return out
+        lexical.reindex(conn, self.db.dialect, ns, seqs, self.settings.thread_context_window)
+
+    def restore(
+        self,
+        items: Iterable[Memory],
+        *,
+        namespace: str | None = None,
+        principal: Principal | str | None = None,
+    ) -> list[Memory]:
+        """Insert complete memories as they are (ids, times, zones, statistics): imports use it.
+
+        Memories whose id or content (same thread) exists already are skipped; the stored ones
+        are returned.
+        """
+        ns, who = self._ns(namespace), self._who(principal)
+        wanted = [replace(x, namespace=ns) for x in items]
+        for x in wanted:
+            check.content(x.content, self.settings.max_content_chars)
+            check.importance(x.importance)
+        vectors = self._embed_for_store(
+            [check.draft({"content": x.content}, self.settings.max_content_chars) for x in wanted]
+        )
+        with self.db.write() as conn:
+            ids = {x.id for x in wanted}
+            taken = set(conn.execute(sa.select(m.id).where(m.id.in_(ids))).scalars())
+            hashes = {x.content_hash for x in wanted}
+            keys = {(t, h) for t, h in conn.execute(
+                sa.select(m.thread, m.content_hash).where(live(ns), m.content_hash.in_(hashes)))}
+            new = []
+            for x, vec in zip(wanted, vectors, strict=True):
+                if x.id in taken or (x.thread, x.content_hash) in keys or x.forgotten:
+                    continue
+                taken.add(x.id)
+                keys.add((x.thread, x.content_hash))
+                new.append((x, vec))
+            self._write(conn, ns, who, new, "import", self.clock.now())
+        return [x for x, _ in new]
+
+    def export(self, *, namespace: str | None = None, principal: Principal | str | None = None) -> dict[str, Any]:
+        """The namespace's live memories and links as a JSON-ready document."""
+        from stellar_core.portability import export_namespace
+
+        self._who(principal)
+        return export_namespace(self, self._ns(namespace))
+
+    def import_(
+        self, document: Mapping[str, Any], *, namespace: str | None = None,
+        principal: Principal | str | None = None,
+    ) -> ImportReport:
+        """Load an ``export()`` document (into its own namespace unless one is given)."""
+        from stellar_core.portability import import_namespace
+
+        ns = namespace if namespace is not None else document.get("namespace") if isinstance(document, Mapping) else None
+        return import_namespace(self, document, self._ns(ns), self._who(principal))
 
     @staticmethod
     def _next_positions(conn: sa.Connection, ns: str, threads: set[str | None]) -> dict[str, int]:

@@ -147,3 +147,13 @@ class Stats:
     threads: int
     zones: dict[Zone, int]
     mean_score: float
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What an import did."""
+
+    namespace: str
+    imported: int
+    skipped: int
+    links: int

@@ -1,0 +1,33 @@
+# Two commands do everything on a fresh machine:  `make run`  and  `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+STAMP   = $(VENV)/.installed
+
+.PHONY: run test lint bench locomo clean
+
+run: $(STAMP)        ## the main job: sample corpus -> memory -> reorbit -> zones and a recall
+	$(PY) -m examples.demo
+
+test: $(STAMP)       ## the whole test suite on real services
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check . && $(VENV)/bin/mypy
+
+bench: $(STAMP)      ## performance figures at 10k and 100k memories (minutes)
+	$(PY) -m benchmarks.bench_core
+
+locomo: $(STAMP)     ## retrieval quality on ../shared/bench (development split)
+	$(PY) ../shared/bench/locomo_retrieval.py --adapter benchmarks/locomo_adapter.py
+
+# torch first, pinned: the CPU build; an unpinned torch drags in gigabytes of CUDA wheels.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) .stellar .pytest_cache

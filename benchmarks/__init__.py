@@ -1,0 +1,1 @@
+"""Performance and retrieval-quality benchmarks (run by hand; they print figures)."""
