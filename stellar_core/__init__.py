@@ -19,7 +19,16 @@ from stellar_core.errors import (
     ValidationError,
 )
 from stellar_core.memory import StellarMemory
-from stellar_core.models import Link, Memory, Principal, RecallHit, ReorbitReport, Source, Stats, Zone
+from stellar_core.models import (
+    Link,
+    Memory,
+    Principal,
+    RecallHit,
+    ReorbitReport,
+    Source,
+    Stats,
+    Zone,
+)
 from stellar_core.settings import Settings
 
 __all__ = [
@@ -34,8 +43,8 @@ __all__ = [
     "RecallHit",
     "ReorbitReport",
     "SchemaVersionError",
-    "Settings",
     "SentenceTransformerEmbedder",
+    "Settings",
     "Source",
     "Stats",
     "StellarError",

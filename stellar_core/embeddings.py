@@ -61,7 +61,9 @@ def _packaged_model_path(name: str) -> str | None:
 class SentenceTransformerEmbedder:
     """A local sentence-transformers model, loaded on first use (importing torch is slow)."""
 
-    def __init__(self, model: str = DEFAULT_MODEL, batch_size: int = 64, device: str = "cpu") -> None:
+    def __init__(
+        self, model: str = DEFAULT_MODEL, batch_size: int = 64, device: str = "cpu"
+    ) -> None:
         self._name = model
         self._batch_size = batch_size
         self._device = device
@@ -75,7 +77,10 @@ class SentenceTransformerEmbedder:
     @property
     def dim(self) -> int:
         model = self._load()
-        get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        get_dim = (
+            getattr(model, "get_embedding_dimension", None)
+            or model.get_sentence_embedding_dimension
+        )
         return int(get_dim())
 
     def _load(self) -> Any:
@@ -84,7 +89,7 @@ class SentenceTransformerEmbedder:
                 from sentence_transformers import SentenceTransformer
                 from transformers.utils import logging as hf_logging
 
-                hf_logging.disable_progress_bar()  # no progress bars in agents' output
+                hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
                 local = _packaged_model_path(self._name)
                 if local is not None:
@@ -92,14 +97,19 @@ class SentenceTransformerEmbedder:
                 try:
                     self._model = SentenceTransformer(local or self._name, device=self._device)
                 except OSError as exc:
-                    raise ConfigurationError(f"cannot load embedding model {self._name!r}: {exc}") from exc
+                    raise ConfigurationError(
+                        f"cannot load embedding model {self._name!r}: {exc}"
+                    ) from exc
             return self._model
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         out = self._load().encode(
-            list(texts), batch_size=self._batch_size, normalize_embeddings=True, convert_to_numpy=True
+            list(texts),
+            batch_size=self._batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
         )
         return np.asarray(out, dtype=np.float32)
 
@@ -152,14 +162,18 @@ class OpenAIEmbedder:
         if resp.status_code == 429 or resp.status_code >= 500:
             raise EmbeddingError(f"embeddings API answered {resp.status_code}")
         if resp.status_code >= 400:
-            raise ConfigurationError(f"embeddings API refused the request ({resp.status_code}): {resp.text[:200]}")
+            raise ConfigurationError(
+                f"embeddings API refused the request ({resp.status_code}): {resp.text[:200]}"
+            )
         try:
             data = sorted(resp.json()["data"], key=lambda d: d["index"])
             vectors = [d["embedding"] for d in data]
         except (ValueError, KeyError, TypeError) as exc:
             raise EmbeddingError(f"embeddings API sent an unreadable answer: {exc}") from exc
         if len(vectors) != len(batch):
-            raise EmbeddingError(f"embeddings API returned {len(vectors)} vectors for {len(batch)} texts")
+            raise EmbeddingError(
+                f"embeddings API returned {len(vectors)} vectors for {len(batch)} texts"
+            )
         return vectors
 
     def close(self) -> None:
@@ -212,8 +226,13 @@ def embedder_from_settings(s: Settings) -> Embedder:
         return SentenceTransformerEmbedder(s.embedding_model, batch_size=s.embedding_batch_size)
     if s.embedding_provider == "openai":
         return OpenAIEmbedder(
-            s.embedding_model, s.embedding_url, s.embedding_api_key, s.embedding_timeout, s.embedding_batch_size
+            s.embedding_model,
+            s.embedding_url,
+            s.embedding_api_key,
+            s.embedding_timeout,
+            s.embedding_batch_size,
         )
     raise ConfigurationError(
-        f"unknown embedding provider {s.embedding_provider!r}; use 'sentence-transformers' or 'openai'"
+        f"unknown embedding provider {s.embedding_provider!r}; "
+        "use 'sentence-transformers' or 'openai'"
     )

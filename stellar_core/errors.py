@@ -2,7 +2,7 @@
 
     StellarError
     ├── PermanentError          retrying cannot help: fix the input, the file or the settings
-    │   ├── ValidationError     bad arguments (empty or oversized content, importance outside 0..1, ...)
+    │   ├── ValidationError     bad arguments (empty or oversized content, importance not in 0..1)
     │   ├── NotFoundError       no live memory with that id in that namespace
     │   ├── ConfigurationError  settings that cannot work together
     │   └── StorageError        the database file is unusable (not a database, corrupt)

@@ -104,9 +104,7 @@ def _rezone(conn: sa.Connection, namespace: str, policy: ZonePolicy) -> tuple[in
         ).select_from(memories.join(ranked, ranked.c.seq == m.seq))
     ).one()
     conn.execute(
-        memories.update()
-        .where(m.seq == ranked.c.seq, m.zone != new_zone)
-        .values(zone=new_zone)
+        memories.update().where(m.seq == ranked.c.seq, m.zone != new_zone).values(zone=new_zone)
     )
     return int(moves[0] or 0), int(moves[1] or 0)
 
@@ -136,15 +134,25 @@ def _forget(
         return 0
     stamps = [(seq, mid, hlc(), bump(vc or {}, agent)) for seq, mid, vc in rows]
     conn.execute(
-        memories.update().where(m.seq == sa.bindparam("b_seq")).values(hlc=sa.bindparam("b_hlc"), vector_clock=sa.bindparam("b_vc")),
+        memories.update()
+        .where(m.seq == sa.bindparam("b_seq"))
+        .values(hlc=sa.bindparam("b_hlc"), vector_clock=sa.bindparam("b_vc")),
         [{"b_seq": seq, "b_hlc": h, "b_vc": vc} for seq, _, h, vc in stamps],
     )
     dialect.text_index_drop(conn, [r[0] for r in rows])
     outbox.record(
         conn,
         [
-            {"namespace": namespace, "memory_id": mid, "op": "forget", "agent": agent, "hlc": h,
-             "vector_clock": vc, "payload": {"reason": "idle"}, "created_at": now}
+            {
+                "namespace": namespace,
+                "memory_id": mid,
+                "op": "forget",
+                "agent": agent,
+                "hlc": h,
+                "vector_clock": vc,
+                "payload": {"reason": "idle"},
+                "created_at": now,
+            }
             for _, mid, h, vc in stamps
         ],
     )
@@ -166,12 +174,22 @@ def _purge(
     ids = [r[0] for r in rows]
     for i in range(0, len(ids), 900):
         chunk = ids[i : i + 900]
-        conn.execute(links.delete().where(sa.or_(links.c.source_id.in_(chunk), links.c.target_id.in_(chunk))))
+        conn.execute(
+            links.delete().where(sa.or_(links.c.source_id.in_(chunk), links.c.target_id.in_(chunk)))
+        )
     outbox.record(
         conn,
         [
-            {"namespace": namespace, "memory_id": mid, "op": "purge", "agent": agent, "hlc": hlc(),
-             "vector_clock": bump(vc or {}, agent), "payload": {}, "created_at": now}
+            {
+                "namespace": namespace,
+                "memory_id": mid,
+                "op": "purge",
+                "agent": agent,
+                "hlc": hlc(),
+                "vector_clock": bump(vc or {}, agent),
+                "payload": {},
+                "created_at": now,
+            }
             for mid, vc in rows
         ],
     )

@@ -18,7 +18,16 @@ from stellar_core.embeddings import CachedEmbedder, Embedder, embedder_from_sett
 from stellar_core.errors import ConfigurationError, NotFoundError, ValidationError
 from stellar_core.housekeeping import RecallLog, Upkeep
 from stellar_core.lifecycle import reorbit as reorbit_pass
-from stellar_core.models import ImportReport, Link, Memory, Principal, RecallHit, ReorbitReport, Stats, Zone
+from stellar_core.models import (
+    ImportReport,
+    Link,
+    Memory,
+    Principal,
+    RecallHit,
+    ReorbitReport,
+    Stats,
+    Zone,
+)
 from stellar_core.scoring import ZonePolicy, memory_score
 from stellar_core.search import lexical
 from stellar_core.search.indexes import VectorIndexes
@@ -115,8 +124,16 @@ class StellarMemory:
         ``thread`` groups memories of one conversation, session or document; ``position``
         orders them (default: after the thread's last memory).
         """
-        item = {"content": content, "importance": importance, "pinned": pinned, "tags": tags,
-                "metadata": metadata, "source": source, "thread": thread, "position": position}
+        item = {
+            "content": content,
+            "importance": importance,
+            "pinned": pinned,
+            "tags": tags,
+            "metadata": metadata,
+            "source": source,
+            "thread": thread,
+            "position": position,
+        }
         return self.store_many([item], namespace=namespace, principal=principal)[0]
 
     def store_many(
@@ -184,15 +201,23 @@ class StellarMemory:
                 conn.execute(memory_tags.delete().where(memory_tags.c.memory_seq == seq))
                 put_tags(conn, ((seq, t) for t in new_tags))
             if content is not None:
-                lexical.reindex(conn, self.db.dialect, ns, [seq], self.settings.thread_context_window)
-            changed = sorted(k for k in values if k not in ("embedding", "updated_at", "last_access_at"))
+                lexical.reindex(
+                    conn, self.db.dialect, ns, [seq], self.settings.thread_context_window
+                )
+            changed = sorted(
+                k for k in values if k not in ("embedding", "updated_at", "last_access_at")
+            )
             updated = fetch(conn, m.seq == seq)[seq]
             payload = {k: v for k, v in updated.to_dict().items() if k in changed or k == "tags"}
             self._record(conn, ns, memory_id, "update", who, updated.hlc, vc, payload, now)
         return updated
 
     def forget(
-        self, memory_id: str, *, namespace: str | None = None, principal: Principal | str | None = None
+        self,
+        memory_id: str,
+        *,
+        namespace: str | None = None,
+        principal: Principal | str | None = None,
     ) -> Memory:
         """Forget a memory: it becomes a tombstone, invisible to recall and get, purged later."""
         ns, who = self._ns(namespace), self._who(principal)
@@ -202,12 +227,18 @@ class StellarMemory:
             seq = self._seq(conn, memory_id)
             vc, stamp = bump(current.vector_clock, who.id), self._hlc.tick()
             conn.execute(
-                memories.update().where(m.seq == seq).values(deleted_at=now, hlc=stamp, vector_clock=vc)
+                memories.update()
+                .where(m.seq == seq)
+                .values(deleted_at=now, hlc=stamp, vector_clock=vc)
             )
             self.db.dialect.text_index_drop(conn, [seq])
             neighbours = self._thread_neighbours(conn, ns, current)
-            lexical.reindex(conn, self.db.dialect, ns, neighbours, self.settings.thread_context_window)
-            self._record(conn, ns, memory_id, "forget", who, stamp, vc, {"reason": "requested"}, now)
+            lexical.reindex(
+                conn, self.db.dialect, ns, neighbours, self.settings.thread_context_window
+            )
+            self._record(
+                conn, ns, memory_id, "forget", who, stamp, vc, {"reason": "requested"}, now
+            )
         return replace(current, deleted_at=now, hlc=stamp, vector_clock=vc)
 
     def link(
@@ -220,7 +251,7 @@ class StellarMemory:
         namespace: str | None = None,
         principal: Principal | str | None = None,
     ) -> Link:
-        """A directed, typed, weighted edge; linking the same pair and kind again updates the weight."""
+        """A directed, typed, weighted edge; linking a pair again with that kind sets the weight."""
         ns, who = self._ns(namespace), self._who(principal)
         if not isinstance(kind, str) or not kind.strip() or len(kind) > 64:
             raise ValidationError(f"invalid link kind {kind!r}: 1-64 characters")
@@ -230,13 +261,24 @@ class StellarMemory:
         with self.db.write() as conn:
             src = self._live(conn, ns, source_id)
             self._live(conn, ns, target_id)
-            row = {"namespace": ns, "source_id": source_id, "target_id": target_id, "kind": kind,
-                   "weight": w, "created_at": now}
+            row = {
+                "namespace": ns,
+                "source_id": source_id,
+                "target_id": target_id,
+                "kind": kind,
+                "weight": w,
+                "created_at": now,
+            }
             ins = self.db.dialect.insert(links).values(**row)
-            conn.execute(ins.on_conflict_do_update(index_elements=["source_id", "target_id", "kind"],
-                                                   set_={"weight": w}))
+            conn.execute(
+                ins.on_conflict_do_update(
+                    index_elements=["source_id", "target_id", "kind"], set_={"weight": w}
+                )
+            )
             payload = {"target_id": target_id, "kind": kind, "weight": w}
-            self._record(conn, ns, source_id, "link", who, self._hlc.tick(), src.vector_clock, payload, now)
+            self._record(
+                conn, ns, source_id, "link", who, self._hlc.tick(), src.vector_clock, payload, now
+            )
         return Link(source_id, target_id, kind, w, now)
 
     def configure_zones(
@@ -253,16 +295,14 @@ class StellarMemory:
         config = {"thresholds": dict(thresholds or {}), "capacities": dict(capacities or {})}
         try:
             policy = ZonePolicy.from_settings(self.settings, config)
-        except ValueError as exc:
+            policy.check()
+        except (ValueError, TypeError) as exc:
             raise ValidationError(f"invalid zone configuration: {exc}") from exc
-        th = [policy.thresholds[z] for z in (Zone.CORE, Zone.INNER, Zone.OUTER, Zone.BELT)]
-        if not all(a > b for a, b in zip(th, th[1:], strict=False)) or th[-1] <= 0 or th[0] > 1:
-            raise ValidationError("zone thresholds must fall strictly from core to belt, within (0, 1]")
-        if any(c < 0 for c in policy.capacities.values()):
-            raise ValidationError("zone capacities must be >= 0")
         with self.db.write() as conn:
             ins = self.db.dialect.insert(namespace_config).values(namespace=ns, config=config)
-            conn.execute(ins.on_conflict_do_update(index_elements=["namespace"], set_={"config": config}))
+            conn.execute(
+                ins.on_conflict_do_update(index_elements=["namespace"], set_={"config": config})
+            )
         return policy
 
     def reorbit(
@@ -280,13 +320,22 @@ class StellarMemory:
         self._recalls.flush()  # scores must see every recall so far
         ctx = None
         if context is not None:
-            query = self.embedder.embed([check.content(context, self.settings.max_content_chars)])[0]
+            query = self.embedder.embed([check.content(context, self.settings.max_content_chars)])[
+                0
+            ]
             ctx = self._vectors().get(ns).all_similarities(query)
         policy = self.zone_policy(ns)
         with self.db.write() as conn:
             return reorbit_pass(
-                conn, self.db.dialect, ns, policy, self.settings, self.clock.now(), who.id,
-                self._hlc.tick, ctx,
+                conn,
+                self.db.dialect,
+                ns,
+                policy,
+                self.settings,
+                self.clock.now(),
+                who.id,
+                self._hlc.tick,
+                ctx,
             )
 
     # --- reads -----------------------------------------------------------------------------
@@ -314,22 +363,42 @@ class StellarMemory:
         self._who(principal)
         text = check.content(query, self.settings.max_content_chars)
         k = check.positive_int(k, "k", 1000)
-        filters = Filters(check.zones(zones), check.tags(tags), check.timestamp(since),
-                          check.timestamp(until), source_type)
+        filters = Filters(
+            check.zones(zones),
+            check.tags(tags),
+            check.timestamp(since),
+            check.timestamp(until),
+            source_type,
+        )
         vector = self.embedder.embed([text])[0]
         index = self._vectors().get(ns)
         now = self.clock.now()
         with self.db.read() as conn:
-            ranked = recall_pass(conn, self.db.dialect, index, ns, text, vector, k, filters,
-                                 bool(expand), self.settings, now)
+            ranked = recall_pass(
+                conn,
+                self.db.dialect,
+                index,
+                ns,
+                text,
+                vector,
+                k,
+                filters,
+                bool(expand),
+                self.settings,
+                now,
+            )
             found = fetch(conn, m.seq.in_([seq for seq, _, _ in ranked]))
         self._recalls.add((seq for seq, _, _ in ranked), now)
         return [RecallHit(found[seq], rel, via) for seq, rel, via in ranked if seq in found]
 
     def get(
-        self, memory_id: str, *, namespace: str | None = None, principal: Principal | str | None = None
+        self,
+        memory_id: str,
+        *,
+        namespace: str | None = None,
+        principal: Principal | str | None = None,
     ) -> Memory:
-        """One live memory by id (``NotFoundError`` if absent, forgotten or in another namespace)."""
+        """One live memory by id; ``NotFoundError`` if absent, forgotten or in another namespace."""
         ns = self._ns(namespace)
         self._who(principal)
         with self.db.read() as conn:
@@ -352,18 +421,31 @@ class StellarMemory:
         c = links.c
         ends = {"out": c.source_id == memory_id, "in": c.target_id == memory_id}
         where = ends[direction] if direction != "both" else sa.or_(*ends.values())
-        q = sa.select(c.source_id, c.target_id, c.kind, c.weight, c.created_at).where(c.namespace == ns, where)
+        q = sa.select(c.source_id, c.target_id, c.kind, c.weight, c.created_at).where(
+            c.namespace == ns, where
+        )
         if kind is not None:
             q = q.where(c.kind == kind)
         with self.db.read() as conn:
             self._live(conn, ns, memory_id)
-            alive = set(conn.execute(sa.select(m.id).where(live(ns), m.id.in_(
-                sa.select(c.source_id).where(where).union(sa.select(c.target_id).where(where))
-            ))).scalars())
+            alive = set(
+                conn.execute(
+                    sa.select(m.id).where(
+                        live(ns),
+                        m.id.in_(
+                            sa.select(c.source_id)
+                            .where(where)
+                            .union(sa.select(c.target_id).where(where))
+                        ),
+                    )
+                ).scalars()
+            )
             rows = conn.execute(q.order_by(c.created_at)).all()
         return [Link(*r) for r in rows if r[0] in alive and r[1] in alive]
 
-    def stats(self, *, namespace: str | None = None, principal: Principal | str | None = None) -> Stats:
+    def stats(
+        self, *, namespace: str | None = None, principal: Principal | str | None = None
+    ) -> Stats:
         """Counts, zone sizes and mean score of a namespace."""
         ns = self._ns(namespace)
         self._who(principal)
@@ -378,17 +460,30 @@ class StellarMemory:
             forgotten = conn.execute(
                 sa.select(sa.func.count()).where(m.namespace == ns, m.deleted_at.is_not(None))
             ).scalar()
-            n_links = conn.execute(sa.select(sa.func.count()).where(links.c.namespace == ns)).scalar()
+            n_links = conn.execute(
+                sa.select(sa.func.count()).where(links.c.namespace == ns)
+            ).scalar()
             threads = conn.execute(
                 sa.select(sa.func.count(sa.distinct(m.thread))).where(live(ns))
             ).scalar()
-        return Stats(ns, sum(zones.values()), int(forgotten or 0), int(n_links or 0),
-                     int(threads or 0), zones, float(mean or 0.0))
+        return Stats(
+            ns,
+            sum(zones.values()),
+            int(forgotten or 0),
+            int(n_links or 0),
+            int(threads or 0),
+            zones,
+            float(mean or 0.0),
+        )
 
     def namespaces(self) -> list[str]:
         """Namespaces that hold at least one live memory."""
         with self.db.read() as conn:
-            q = sa.select(sa.distinct(m.namespace)).where(m.deleted_at.is_(None)).order_by(m.namespace)
+            q = (
+                sa.select(sa.distinct(m.namespace))
+                .where(m.deleted_at.is_(None))
+                .order_by(m.namespace)
+            )
             return list(conn.execute(q).scalars())
 
     def zone_policy(self, namespace: str | None = None) -> ZonePolicy:
@@ -423,7 +518,9 @@ class StellarMemory:
     def _check_model(self) -> None:
         """Vectors of different models must never mix in one database."""
         with self.db.write() as conn:
-            stored = conn.execute(sa.select(meta.c.value).where(meta.c.key == "embedding_model")).scalar()
+            stored = conn.execute(
+                sa.select(meta.c.value).where(meta.c.key == "embedding_model")
+            ).scalar()
             if stored is None:
                 conn.execute(meta.insert().values(key="embedding_model", value=self.embedder.model))
             elif stored != self.embedder.model:
@@ -454,11 +551,32 @@ class StellarMemory:
         return list(conn.execute(q).scalars())
 
     def _record(
-        self, conn: sa.Connection, ns: str, memory_id: str, op: str, who: Principal, stamp: str,
-        vc: dict[str, int], payload: dict[str, Any], now: float,
+        self,
+        conn: sa.Connection,
+        ns: str,
+        memory_id: str,
+        op: str,
+        who: Principal,
+        stamp: str,
+        vc: dict[str, int],
+        payload: dict[str, Any],
+        now: float,
     ) -> None:
-        outbox.record(conn, [{"namespace": ns, "memory_id": memory_id, "op": op, "agent": who.id,
-                              "hlc": stamp, "vector_clock": vc, "payload": payload, "created_at": now}])
+        outbox.record(
+            conn,
+            [
+                {
+                    "namespace": ns,
+                    "memory_id": memory_id,
+                    "op": op,
+                    "agent": who.id,
+                    "hlc": stamp,
+                    "vector_clock": vc,
+                    "payload": payload,
+                    "created_at": now,
+                }
+            ],
+        )
 
     def _embed_for_store(self, drafts: list[Draft]) -> np.ndarray:
         """Vectors for the drafts, reusing any already stored for the same content."""
@@ -472,10 +590,14 @@ class StellarMemory:
                 known.update(conn.execute(q).all())
         todo = [d.content for d in drafts if d.content_hash not in known]
         fresh = iter(self.embedder.embed(todo)) if todo else iter(())
-        return np.stack([
-            np.frombuffer(known[d.content_hash], dtype="<f4") if d.content_hash in known else next(fresh)
-            for d in drafts
-        ])
+        return np.stack(
+            [
+                np.frombuffer(known[d.content_hash], dtype="<f4")
+                if d.content_hash in known
+                else next(fresh)
+                for d in drafts
+            ]
+        )
 
     def _insert(
         self,
@@ -487,9 +609,13 @@ class StellarMemory:
         policy: ZonePolicy,
     ) -> list[Memory]:
         now, s = self.clock.now(), self.settings
-        existing = fetch(conn, sa.and_(live(ns), m.content_hash.in_({d.content_hash for d in drafts})))
+        existing = fetch(
+            conn, sa.and_(live(ns), m.content_hash.in_({d.content_hash for d in drafts}))
+        )
         by_key = {(x.thread, x.content_hash): x for x in existing.values()}
-        next_pos = self._next_positions(conn, ns, {d.thread for d in drafts if d.thread and d.position is None})
+        next_pos = self._next_positions(
+            conn, ns, {d.thread for d in drafts if d.thread and d.position is None}
+        )
         out: list[Memory] = []
         new: list[tuple[Memory, np.ndarray]] = []
         for d, vec in zip(drafts, vectors, strict=True):
@@ -500,12 +626,27 @@ class StellarMemory:
                     pos, next_pos[d.thread] = next_pos[d.thread], next_pos[d.thread] + 1
                 score = memory_score(0, 0.0, d.importance, s)
                 by_key[key] = Memory(
-                    id=uuid.uuid4().hex, namespace=ns, content=d.content, content_hash=d.content_hash,
-                    importance=d.importance, pinned=d.pinned, recall_count=0, created_at=now,
-                    updated_at=now, last_recalled_at=None, last_access_at=now,
-                    zone=policy.zone_for(score), score=score, tags=d.tags, metadata=d.metadata,
-                    source=d.source, thread=d.thread, position=pos, origin_agent=who.id,
-                    hlc=self._hlc.tick(), vector_clock={who.id: 1},
+                    id=uuid.uuid4().hex,
+                    namespace=ns,
+                    content=d.content,
+                    content_hash=d.content_hash,
+                    importance=d.importance,
+                    pinned=d.pinned,
+                    recall_count=0,
+                    created_at=now,
+                    updated_at=now,
+                    last_recalled_at=None,
+                    last_access_at=now,
+                    zone=policy.zone_for(score),
+                    score=score,
+                    tags=d.tags,
+                    metadata=d.metadata,
+                    source=d.source,
+                    thread=d.thread,
+                    position=pos,
+                    origin_agent=who.id,
+                    hlc=self._hlc.tick(),
+                    vector_clock={who.id: 1},
                 )
                 new.append((by_key[key], vec))
             out.append(by_key[key])
@@ -513,22 +654,40 @@ class StellarMemory:
         return out
 
     def _write(
-        self, conn: sa.Connection, ns: str, who: Principal, new: list[tuple[Memory, np.ndarray]],
-        op: str, now: float,
+        self,
+        conn: sa.Connection,
+        ns: str,
+        who: Principal,
+        new: list[tuple[Memory, np.ndarray]],
+        op: str,
+        now: float,
     ) -> None:
         """Insert memories with their tags, change events and full-text rows."""
         if not new:
             return
         rows = [{**to_row(x), "embedding": vector_to_blob(vec)} for x, vec in new]
         seqs = list(
-            conn.execute(memories.insert().returning(m.seq, sort_by_parameter_order=True), rows).scalars()
+            conn.execute(
+                memories.insert().returning(m.seq, sort_by_parameter_order=True), rows
+            ).scalars()
         )
         put_tags(conn, ((seq, t) for (x, _), seq in zip(new, seqs, strict=True) for t in x.tags))
-        outbox.record(conn, [
-            {"namespace": ns, "memory_id": x.id, "op": op, "agent": who.id, "hlc": x.hlc,
-             "vector_clock": x.vector_clock, "payload": x.to_dict(), "created_at": now}
-            for x, _ in new
-        ])
+        outbox.record(
+            conn,
+            [
+                {
+                    "namespace": ns,
+                    "memory_id": x.id,
+                    "op": op,
+                    "agent": who.id,
+                    "hlc": x.hlc,
+                    "vector_clock": x.vector_clock,
+                    "payload": x.to_dict(),
+                    "created_at": now,
+                }
+                for x, _ in new
+            ],
+        )
         lexical.reindex(conn, self.db.dialect, ns, seqs, self.settings.thread_context_window)
 
     def restore(
@@ -555,8 +714,12 @@ class StellarMemory:
             ids = {x.id for x in wanted}
             taken = set(conn.execute(sa.select(m.id).where(m.id.in_(ids))).scalars())
             hashes = {x.content_hash for x in wanted}
-            keys = {(t, h) for t, h in conn.execute(
-                sa.select(m.thread, m.content_hash).where(live(ns), m.content_hash.in_(hashes)))}
+            keys = {
+                (t, h)
+                for t, h in conn.execute(
+                    sa.select(m.thread, m.content_hash).where(live(ns), m.content_hash.in_(hashes))
+                )
+            }
             new = []
             for x, vec in zip(wanted, vectors, strict=True):
                 if x.id in taken or (x.thread, x.content_hash) in keys or x.forgotten:
@@ -567,7 +730,9 @@ class StellarMemory:
             self._write(conn, ns, who, new, "import", self.clock.now())
         return [x for x, _ in new]
 
-    def export(self, *, namespace: str | None = None, principal: Principal | str | None = None) -> dict[str, Any]:
+    def export(
+        self, *, namespace: str | None = None, principal: Principal | str | None = None
+    ) -> dict[str, Any]:
         """The namespace's live memories and links as a JSON-ready document."""
         from stellar_core.portability import export_namespace
 
@@ -575,13 +740,22 @@ class StellarMemory:
         return export_namespace(self, self._ns(namespace))
 
     def import_(
-        self, document: Mapping[str, Any], *, namespace: str | None = None,
+        self,
+        document: Mapping[str, Any],
+        *,
+        namespace: str | None = None,
         principal: Principal | str | None = None,
     ) -> ImportReport:
         """Load an ``export()`` document (into its own namespace unless one is given)."""
         from stellar_core.portability import import_namespace
 
-        ns = namespace if namespace is not None else document.get("namespace") if isinstance(document, Mapping) else None
+        ns = (
+            namespace
+            if namespace is not None
+            else document.get("namespace")
+            if isinstance(document, Mapping)
+            else None
+        )
         return import_namespace(self, document, self._ns(ns), self._who(principal))
 
     @staticmethod

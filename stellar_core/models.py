@@ -157,3 +157,14 @@ class ImportReport:
     imported: int
     skipped: int
     links: int
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What one ingestion run did: files and chunks read, memories new or already there."""
+
+    files: int
+    chunks: int
+    new: int
+    unchanged: int
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)

@@ -28,7 +28,13 @@ def export_namespace(mem: StellarMemory, namespace: str) -> dict[str, Any]:
     with mem.db.read() as conn:
         found = fetch(conn, live(namespace))
         rows = conn.execute(
-            sa.select(links.c.source_id, links.c.target_id, links.c.kind, links.c.weight, links.c.created_at)
+            sa.select(
+                links.c.source_id,
+                links.c.target_id,
+                links.c.kind,
+                links.c.weight,
+                links.c.created_at,
+            )
             .where(links.c.namespace == namespace)
             .order_by(links.c.created_at, links.c.source_id, links.c.target_id)
         ).all()
@@ -73,10 +79,20 @@ def import_namespace(
         if rows:
             ins = mem.db.dialect.insert(links).on_conflict_do_nothing()
             added = conn.execute(ins, rows).rowcount
-            outbox.record(conn, [
-                {"namespace": namespace, "memory_id": r["source_id"], "op": "link", "agent": who.id,
-                 "hlc": mem.stamp(), "vector_clock": {}, "payload": {k: r[k] for k in ("target_id", "kind", "weight")},
-                 "created_at": mem.clock.now()}
-                for r in rows
-            ])
+            outbox.record(
+                conn,
+                [
+                    {
+                        "namespace": namespace,
+                        "memory_id": r["source_id"],
+                        "op": "link",
+                        "agent": who.id,
+                        "hlc": mem.stamp(),
+                        "vector_clock": {},
+                        "payload": {k: r[k] for k in ("target_id", "kind", "weight")},
+                        "created_at": mem.clock.now(),
+                    }
+                    for r in rows
+                ],
+            )
     return ImportReport(namespace, len(stored), len(memories) - len(stored), max(added, 0))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import sqlalchemy as sa
@@ -36,13 +37,23 @@ class ZonePolicy:
 
     @classmethod
     def from_settings(cls, s: Settings, overrides: dict[str, Any] | None = None) -> ZonePolicy:
-        """Defaults from settings, replaced by a namespace's own ``{"thresholds": .., "capacities": ..}``."""
+        """Settings' defaults, overridden by a namespace's ``{"thresholds":, "capacities":}``."""
         o = overrides or {}
         th = {z: float(getattr(s, f"{z.value}_threshold")) for z in BOUNDED}
         cap = {z: int(getattr(s, f"{z.value}_capacity")) for z in BOUNDED}
         th.update({Zone(k): float(v) for k, v in (o.get("thresholds") or {}).items()})
         cap.update({Zone(k): int(v) for k, v in (o.get("capacities") or {}).items()})
         return cls(th, cap)
+
+    def check(self) -> None:
+        """Raise ValueError unless thresholds fall strictly from Core to Belt within (0, 1]."""
+        th = [self.thresholds[z] for z in BOUNDED]
+        if not all(a > b for a, b in pairwise(th)) or not 0 < th[-1] < th[0] <= 1:
+            raise ValueError("zone thresholds must fall strictly from core to belt, within (0, 1]")
+        if set(self.thresholds) | set(self.capacities) != set(BOUNDED):
+            raise ValueError("only core, inner, outer and belt have thresholds and capacities")
+        if any(c < 0 for c in self.capacities.values()):
+            raise ValueError("zone capacities must be >= 0")
 
     def zone_for(self, score: float) -> Zone:
         """Zone by threshold alone (capacities are applied by reorbit)."""
@@ -109,4 +120,4 @@ def score_sql(
     if context is not None:
         total = total + s.weight_context * context
         weights += s.weight_context
-    return total / weights
+    return sa.type_coerce(total / weights, sa.Float)

@@ -6,6 +6,7 @@ Every field has a default, so ``StellarMemory()`` works with no configuration at
 from __future__ import annotations
 
 import os
+from itertools import pairwise
 from pathlib import Path
 from typing import Literal
 
@@ -24,38 +25,64 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STELLAR_", extra="forbid", frozen=True)
 
     # --- where and who -------------------------------------------------------------------
-    home: Path = Field(default_factory=_default_home, description="Data directory of the embedded default.")
+    home: Path = Field(
+        default_factory=_default_home, description="Data directory of the embedded default."
+    )
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; unset means a SQLite file in `home`."
     )
     namespace: str = Field(default="default", description="Namespace used when a call names none.")
-    agent_id: str = Field(default="local", description="Identity of this agent when a call names no principal.")
+    agent_id: str = Field(
+        default="local", description="Identity of this agent when a call names no principal."
+    )
 
     # --- embeddings ----------------------------------------------------------------------
     embedding_provider: str = Field(
-        default="sentence-transformers", description="'sentence-transformers' or 'openai' (any compatible API)."
+        default="sentence-transformers",
+        description="'sentence-transformers' or 'openai' (any compatible API).",
     )
     embedding_model: str = Field(
         default="sentence-transformers/all-MiniLM-L6-v2", description="Model name for the provider."
     )
     embedding_url: str = Field(
-        default="http://127.0.0.1:11434/v1", description="Base URL of an OpenAI-compatible embeddings API."
+        default="http://127.0.0.1:11434/v1",
+        description="Base URL of an OpenAI-compatible embeddings API.",
     )
-    embedding_api_key: str | None = Field(default=None, description="Bearer token for the embeddings API.")
-    embedding_timeout: float = Field(default=30.0, gt=0, description="Seconds before an embeddings request fails.")
+    embedding_api_key: str | None = Field(
+        default=None, description="Bearer token for the embeddings API."
+    )
+    embedding_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds before an embeddings request fails."
+    )
     embedding_batch_size: int = Field(default=64, ge=1, description="Texts per embedding call.")
-    query_cache_size: int = Field(default=1024, ge=0, description="Query embeddings kept in memory.")
+    query_cache_size: int = Field(
+        default=1024, ge=0, description="Query embeddings kept in memory."
+    )
 
     # --- input limits --------------------------------------------------------------------
-    max_content_chars: int = Field(default=100_000, ge=1, description="Longest content accepted by store().")
+    max_content_chars: int = Field(
+        default=100_000, ge=1, description="Longest content accepted by store()."
+    )
 
     # --- memory function -----------------------------------------------------------------
-    weight_recall: float = Field(default=0.30, ge=0, description="Weight of the log-scaled recall count.")
-    weight_freshness: float = Field(default=0.40, ge=0, description="Weight of freshness since last access.")
-    weight_importance: float = Field(default=0.30, ge=0, description="Weight of caller-given importance.")
-    weight_context: float = Field(default=0.25, ge=0, description="Weight of context similarity, when a context is given.")
-    recall_saturation: int = Field(default=20, ge=1, description="Recall count at which the frequency term is 1.")
-    half_life_days: float = Field(default=7.0, gt=0, description="Freshness half-life of an importance-0 memory.")
+    weight_recall: float = Field(
+        default=0.30, ge=0, description="Weight of the log-scaled recall count."
+    )
+    weight_freshness: float = Field(
+        default=0.40, ge=0, description="Weight of freshness since last access."
+    )
+    weight_importance: float = Field(
+        default=0.30, ge=0, description="Weight of caller-given importance."
+    )
+    weight_context: float = Field(
+        default=0.25, ge=0, description="Weight of context similarity, when a context is given."
+    )
+    recall_saturation: int = Field(
+        default=20, ge=1, description="Recall count at which the frequency term is 1."
+    )
+    half_life_days: float = Field(
+        default=7.0, gt=0, description="Freshness half-life of an importance-0 memory."
+    )
     half_life_importance_factor: float = Field(
         default=4.0, ge=0, description="Half-life grows by (1 + factor * importance)."
     )
@@ -64,42 +91,85 @@ class Settings(BaseSettings):
     core_threshold: float = Field(default=0.70, description="Lowest score in Core.")
     inner_threshold: float = Field(default=0.50, description="Lowest score in Inner.")
     outer_threshold: float = Field(default=0.30, description="Lowest score in Outer.")
-    belt_threshold: float = Field(default=0.18, description="Lowest score in the Belt; below is Cloud.")
-    core_capacity: int = Field(default=200, ge=0, description="Most memories in Core per namespace.")
-    inner_capacity: int = Field(default=2_000, ge=0, description="Most memories in Inner per namespace.")
-    outer_capacity: int = Field(default=20_000, ge=0, description="Most memories in Outer per namespace.")
-    belt_capacity: int = Field(default=200_000, ge=0, description="Most memories in the Belt per namespace.")
+    belt_threshold: float = Field(
+        default=0.18, description="Lowest score in the Belt; below is Cloud."
+    )
+    core_capacity: int = Field(
+        default=200, ge=0, description="Most memories in Core per namespace."
+    )
+    inner_capacity: int = Field(
+        default=2_000, ge=0, description="Most memories in Inner per namespace."
+    )
+    outer_capacity: int = Field(
+        default=20_000, ge=0, description="Most memories in Outer per namespace."
+    )
+    belt_capacity: int = Field(
+        default=200_000, ge=0, description="Most memories in the Belt per namespace."
+    )
 
     # --- forgetting ----------------------------------------------------------------------
-    forget_after_days: float = Field(default=30.0, gt=0, description="Idle days in Cloud before an importance-0 memory is forgotten.")
-    forget_importance_factor: float = Field(
-        default=5.0, ge=0, description="Idle time before forgetting grows by (1 + factor * importance)."
+    forget_after_days: float = Field(
+        default=30.0,
+        gt=0,
+        description="Idle days in Cloud before an importance-0 memory is forgotten.",
     )
-    purge_after_days: float = Field(default=30.0, ge=0, description="Days a tombstone is kept before purging.")
+    forget_importance_factor: float = Field(
+        default=5.0,
+        ge=0,
+        description="Idle time before forgetting grows by (1 + factor * importance).",
+    )
+    purge_after_days: float = Field(
+        default=30.0, ge=0, description="Days a tombstone is kept before purging."
+    )
 
     # --- recall --------------------------------------------------------------------------
-    recall_candidates: int = Field(default=100, ge=1, description="Candidates taken from each index before fusion.")
-    fusion: Literal["score", "rrf"] = Field(
-        default="score", description="'score': min-max normalised weighted sum; 'rrf': reciprocal rank."
+    recall_candidates: int = Field(
+        default=100, ge=1, description="Candidates taken from each index before fusion."
     )
-    lexical_weight: float = Field(default=0.5, ge=0, description="Weight of the lexical arm in fusion.")
-    vector_weight: float = Field(default=0.5, ge=0, description="Weight of the vector arm in fusion.")
+    fusion: Literal["score", "rrf"] = Field(
+        default="score",
+        description="'score': min-max normalised weighted sum; 'rrf': reciprocal rank.",
+    )
+    lexical_weight: float = Field(
+        default=0.5, ge=0, description="Weight of the lexical arm in fusion."
+    )
+    vector_weight: float = Field(
+        default=0.5, ge=0, description="Weight of the vector arm in fusion."
+    )
     thread_context_weight: float = Field(
-        default=0.35, ge=0, le=1, description="Weight of thread neighbours in a memory's searchable representation."
+        default=0.35,
+        ge=0,
+        le=1,
+        description="Weight of thread neighbours in a memory's searchable representation.",
     )
     thread_context_window: int = Field(
-        default=1, ge=0, le=5, description="Thread neighbours on each side that form a memory's context."
+        default=1,
+        ge=0,
+        le=5,
+        description="Thread neighbours on each side that form a memory's context.",
     )
-    zone_boost: float = Field(default=0.06, ge=0, le=0.5, description="Largest relative boost for a Core memory.")
-    recency_boost: float = Field(default=0.04, ge=0, le=0.5, description="Largest relative boost for a just-accessed memory.")
-    graph_decay: float = Field(default=0.5, gt=0, lt=1, description="Graph neighbours score this share of their seed.")
-    hnsw_min_rows: int = Field(default=20_000, ge=1, description="Namespaces this large get an HNSW index; smaller ones exact search.")
-    stats_flush_seconds: float = Field(default=1.0, gt=0, description="How often batched recall statistics are written.")
+    zone_boost: float = Field(
+        default=0.06, ge=0, le=0.5, description="Largest relative boost for a Core memory."
+    )
+    recency_boost: float = Field(
+        default=0.04, ge=0, le=0.5, description="Largest relative boost for a just-accessed memory."
+    )
+    graph_decay: float = Field(
+        default=0.5, gt=0, lt=1, description="Graph neighbours score this share of their seed."
+    )
+    hnsw_min_rows: int = Field(
+        default=20_000,
+        ge=1,
+        description="Namespaces this large get an HNSW index; smaller ones exact search.",
+    )
+    stats_flush_seconds: float = Field(
+        default=1.0, gt=0, description="How often batched recall statistics are written."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
         t = [self.core_threshold, self.inner_threshold, self.outer_threshold, self.belt_threshold]
-        if not all(a > b for a, b in zip(t, t[1:], strict=False)) or not 0 < t[-1] < t[0] <= 1:
+        if not all(a > b for a, b in pairwise(t)) or not 0 < t[-1] < t[0] <= 1:
             raise ValueError("zone thresholds must fall strictly from core to belt, within (0, 1]")
         if self.weight_recall + self.weight_freshness + self.weight_importance <= 0:
             raise ValueError("memory-function weights must not all be zero")

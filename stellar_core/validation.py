@@ -15,7 +15,16 @@ from stellar_core.errors import ValidationError
 from stellar_core.models import Principal, Source, Zone
 
 _NAMESPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$")
-_DRAFT_KEYS = {"content", "importance", "pinned", "tags", "metadata", "source", "thread", "position"}
+_DRAFT_KEYS = {
+    "content",
+    "importance",
+    "pinned",
+    "tags",
+    "metadata",
+    "source",
+    "thread",
+    "position",
+}
 
 
 @dataclass(frozen=True)
@@ -58,7 +67,9 @@ def content(value: Any, limit: int) -> str:
     if not value.strip():
         raise ValidationError("content is empty")
     if len(value) > limit:
-        raise ValidationError(f"content has {len(value):,} characters; the limit is {limit:,} (max_content_chars)")
+        raise ValidationError(
+            f"content has {len(value):,} characters; the limit is {limit:,} (max_content_chars)"
+        )
     if "\x00" in value:
         raise ValidationError("content contains NUL characters (binary data?)")
     return value
@@ -162,7 +173,9 @@ def zones(value: Any) -> tuple[Zone, ...]:
     try:
         return tuple(Zone(z) for z in items)
     except ValueError as exc:
-        raise ValidationError(f"unknown zone in {items!r}; zones: {[z.value for z in Zone]}") from exc
+        raise ValidationError(
+            f"unknown zone in {items!r}; zones: {[z.value for z in Zone]}"
+        ) from exc
 
 
 def timestamp(value: Any) -> float | None:

@@ -22,7 +22,10 @@ def fuse_scores(
     """Weighted sum of min-max normalised scores; an arm that missed a candidate adds 0."""
     lex, vec = minmax(lexical), minmax(vector)
     total = (w_lex + w_vec) or 1.0
-    return {k: (w_lex * lex.get(k, 0.0) + w_vec * vec.get(k, 0.0)) / total for k in lex.keys() | vec.keys()}
+    return {
+        k: (w_lex * lex.get(k, 0.0) + w_vec * vec.get(k, 0.0)) / total
+        for k in lex.keys() | vec.keys()
+    }
 
 
 def fuse_ranks(
@@ -37,7 +40,9 @@ def fuse_ranks(
     return {k: v / top for k, v in out.items()}
 
 
-def boost(relevance: float, zone_rank: int, freshness: float, zone_boost: float, recency_boost: float) -> float:
+def boost(
+    relevance: float, zone_rank: int, freshness: float, zone_boost: float, recency_boost: float
+) -> float:
     """Relevance times at most (1 + zone_boost + recency_boost): relevance still decides.
 
     ``zone_rank`` is 0 (Core) .. 4 (Cloud); ``freshness`` is 1 for a just-accessed memory.

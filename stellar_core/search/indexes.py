@@ -44,7 +44,11 @@ class VectorIndexes:
             index.maintain()
 
     def _apply(
-        self, conn: sa.Connection, namespace: str, index: VectorIndex, events: list[tuple[int, str, str]]
+        self,
+        conn: sa.Connection,
+        namespace: str,
+        index: VectorIndex,
+        events: list[tuple[int, str, str]],
     ) -> None:
         ids = list({mid for _, mid, _ in events})
         with_vectors: list[tuple[int, bytes, str | None, int | None]] = []
@@ -64,6 +68,9 @@ class VectorIndexes:
             index.upsert(
                 [r[0] for r in with_vectors],
                 blob_to_vectors([r[1] for r in with_vectors], self._dim),
-                [(t, p) if t is not None and p is not None else None for _, _, t, p in with_vectors],
+                [
+                    (t, p) if t is not None and p is not None else None
+                    for _, _, t, p in with_vectors
+                ],
             )
         index.watermark = events[-1][0]

@@ -24,7 +24,7 @@ STOPWORDS = frozenset(
     me more most my myself no nor not now of off on once only or other our ours ourselves out over
     own same she should so some such than that the their theirs them themselves then there these
     they this those through to too under until up very was we were what when where which while who
-    whom why will with would you your yours yourself yourselves s t d ll m re ve""".split()
+    whom why will with would you your yours yourself yourselves s t d ll m re ve""".split()  # noqa: SIM905
 )
 
 
@@ -48,7 +48,9 @@ def reindex(
         return
     m = memories.c
     live = sa.and_(m.namespace == namespace, m.deleted_at.is_(None))
-    rows = conn.execute(sa.select(m.seq, m.thread, m.position, m.content).where(live, m.seq.in_(seqs))).all()
+    rows = conn.execute(
+        sa.select(m.seq, m.thread, m.position, m.content).where(live, m.seq.in_(seqs))
+    ).all()
     threaded = [(t, p) for _, t, p, _ in rows if t is not None and p is not None]
     by_place: dict[tuple[str, int], tuple[int, str]] = {}
     if threaded and window > 0:

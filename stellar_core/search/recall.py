@@ -133,7 +133,9 @@ def _apply_boosts(
     for seq, zone, last in rows:
         fresh = 0.5 ** (max(0.0, now - last) / DAY / RECENCY_HALF_LIFE_DAYS)
         c = cands[seq]
-        c.relevance = fusion.boost(c.relevance, Zone(zone).rank, fresh, s.zone_boost, s.recency_boost)
+        c.relevance = fusion.boost(
+            c.relevance, Zone(zone).rank, fresh, s.zone_boost, s.recency_boost
+        )
 
 
 def _expand(
@@ -148,11 +150,11 @@ def _expand(
     """Add linked memories of the seeds, each scored below the seed that brought it."""
     ids = dict(conn.execute(sa.select(m.seq, m.id).where(m.seq.in_(seeds))).all())
     seed_of = {mid: seq for seq, mid in ids.items()}
-    l = links.c
+    lc = links.c
     edges = conn.execute(
-        sa.select(l.source_id, l.target_id, l.weight).where(
-            l.namespace == namespace,
-            sa.or_(l.source_id.in_(seed_of), l.target_id.in_(seed_of)),
+        sa.select(lc.source_id, lc.target_id, lc.weight).where(
+            lc.namespace == namespace,
+            sa.or_(lc.source_id.in_(seed_of), lc.target_id.in_(seed_of)),
         )
     ).all()
     best: dict[str, float] = {}

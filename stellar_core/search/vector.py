@@ -92,7 +92,8 @@ class VectorIndex:
         with self._lock:
             if allowed is not None:
                 rows = np.fromiter(
-                    (r for s in allowed if (r := self._row_of_seq.get(s)) is not None), dtype=np.int64
+                    (r for s in allowed if (r := self._row_of_seq.get(s)) is not None),
+                    dtype=np.int64,
                 )
                 return self._exact(query, rows, n)
             if self._hnsw is None:
@@ -194,7 +195,11 @@ class VectorIndex:
                 dtype=bool,
             )
             cap = max(1024, 2 * (len(seqs) + len(tail)))
-            self._vecs, self._seq, self._alive = _grown(vecs, cap), _grown(seqs, cap), _grown(still, cap)
+            self._vecs, self._seq, self._alive = (
+                _grown(vecs, cap),
+                _grown(seqs, cap),
+                _grown(still, cap),
+            )
             self._row_of_seq = {int(s): i for i, s in enumerate(seqs) if still[i]}
             self._n = self._hnsw_rows = len(seqs)
             self._hnsw = graph

@@ -64,7 +64,9 @@ class SqliteDialect:
         return sqlite.insert(table)
 
     # --- full text ----------------------------------------------------------------------
-    def text_index_put(self, conn: sa.Connection, rows: Iterable[tuple[int, str, str, str]]) -> None:
+    def text_index_put(
+        self, conn: sa.Connection, rows: Iterable[tuple[int, str, str, str]]
+    ) -> None:
         """(Re)index rows of (seq, content, thread context, namespace)."""
         rows = list(rows)
         if not rows:

@@ -25,7 +25,11 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = sa.make_url(url)
         self.dialect: SqliteDialect = dialect_for(self.url)
-        if self.url.get_backend_name() == "sqlite" and self.url.database not in (None, "", ":memory:"):
+        if self.url.get_backend_name() == "sqlite" and self.url.database not in (
+            None,
+            "",
+            ":memory:",
+        ):
             Path(self.url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         self.engine = sa.create_engine(self.url, **self.dialect.engine_kwargs())
         self.dialect.configure(self.engine)

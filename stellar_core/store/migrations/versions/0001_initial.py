@@ -55,7 +55,9 @@ def upgrade() -> None:
     )
     op.create_table(
         "memory_tags",
-        sa.Column("memory_seq", BigId, sa.ForeignKey("memories.seq", ondelete="CASCADE"), primary_key=True),
+        sa.Column(
+            "memory_seq", BigId, sa.ForeignKey("memories.seq", ondelete="CASCADE"), primary_key=True
+        ),
         sa.Column("tag", sa.String(128), primary_key=True),
     )
     op.create_index("ix_memory_tags_tag", "memory_tags", ["tag", "memory_seq"])
@@ -103,6 +105,13 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for name in ("memories_fts", "stellar_meta", "namespace_config", "changes", "links", "memory_tags"):
+    for name in (
+        "memories_fts",
+        "stellar_meta",
+        "namespace_config",
+        "changes",
+        "links",
+        "memory_tags",
+    ):
         op.execute(f"DROP TABLE IF EXISTS {name}")
     op.drop_table("memories")

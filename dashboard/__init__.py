@@ -1,0 +1,1 @@
+"""Streamlit dashboard (the solar-system view, graph, statistics, browser): its own issue."""

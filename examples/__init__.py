@@ -1,0 +1,1 @@
+"""Runnable examples of Stellar Memory; ``python -m examples.demo`` is the main job."""

@@ -1,0 +1,1 @@
+"""Prefect flows that keep the memory healthy; each is a deployment in ``prefect.yaml``."""

@@ -1,0 +1,264 @@
+"""The ``stellar`` command: Stellar Memory from the shell.
+
+    stellar --db notes.db store "The backup window is 02:00-03:00 UTC" --importance 0.7 --tag ops
+    echo "Ines owns the rota" | stellar --db notes.db store - --thread standup-12
+    stellar --db notes.db recall "when do backups run?" -k 3 --json
+    stellar --db notes.db get 3f2a9c...          # one memory; forget removes it
+    stellar --db notes.db stats
+    stellar --db notes.db reorbit --context "release week"
+    stellar --db notes.db export notes.json && stellar --db copy.db import notes.json
+
+Global options (``--db``, ``--namespace``, ``--agent``, ``--json``) go before or after the
+subcommand. Output is for people unless ``--json`` is given. Errors print ``error: ...`` on
+stderr, nothing on stdout, and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+from stellar_core.errors import StellarError, ValidationError
+from stellar_core.memory import StellarMemory
+from stellar_core.models import RecallHit, Zone, to_datetime
+
+Command = Callable[[StellarMemory, argparse.Namespace], Any]
+
+
+# --- subcommands: each returns what to print (a JSON-ready value) ----------------------------
+def store(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
+    memory = mem.store(args.text, importance=args.importance, pinned=args.pin, tags=args.tag,
+                       metadata=dict(args.meta), thread=args.thread)
+    return memory.to_dict()
+
+
+def recall(mem: StellarMemory, args: argparse.Namespace) -> list[dict[str, Any]]:
+    hits = mem.recall(args.query, k=args.k, zones=args.zone, tags=args.tag, expand=args.expand)
+    return [_hit(h) for h in hits]
+
+
+def get(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
+    return mem.get(args.id).to_dict()
+
+
+def forget(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
+    return mem.forget(args.id).to_dict()
+
+
+def stats(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
+    return _report(mem.stats())
+
+
+def reorbit(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
+    return _report(mem.reorbit(context=args.context))
+
+
+def export(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
+    document = mem.export()
+    if args.file in (None, "-"):
+        return document
+    with open(args.file, "w", encoding="utf-8") as f:
+        json.dump(document, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+    return {"file": args.file, "namespace": document["namespace"],
+            "memories": len(document["memories"]), "links": len(document["links"])}
+
+
+def import_(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
+    # --namespace overrides the document's own namespace; without it the document's is used.
+    return asdict(mem.import_(args.document, namespace=args.namespace))
+
+
+COMMANDS: dict[str, Command] = {
+    "store": store, "recall": recall, "get": get, "forget": forget,
+    "stats": stats, "reorbit": reorbit, "export": export, "import": import_,
+}
+
+
+# --- human-readable output -------------------------------------------------------------------
+def _human(command: str, out: Any) -> str:
+    if command == "store":
+        return f"stored {out['id']} (zone {out['zone']}, score {out['score']:.2f})"
+    if command == "recall":
+        lines = [f"{i:>2}. {h['relevance']:.3f}  {h['zone']:<5}  {_line(h['content'])}  [{h['id']}]"
+                 for i, h in enumerate(out, 1)]
+        return "\n".join(lines) or "no matching memories"
+    if command == "get":
+        return _describe(out)
+    if command == "forget":
+        return f"forgot {out['id']}"
+    if command == "stats":
+        return (f"namespace {out['namespace']}: {out['memories']} memories, "
+                f"{out['forgotten']} forgotten, {out['links']} links, {out['threads']} threads, "
+                f"mean score {out['mean_score']:.2f}\n{_zones(out['zones'])}")
+    if command == "reorbit":
+        return (f"reorbit {out['namespace']}: scored {out['scored']}, "
+                f"{out['moved_inward']} inward, {out['moved_outward']} outward, "
+                f"{out['forgotten']} forgotten, {out['purged']} purged in {out['seconds']:.2f} s\n"
+                f"{_zones(out['zones'])}")
+    if command == "export":
+        if "file" not in out:
+            return json.dumps(out, indent=2, ensure_ascii=False)  # the document itself
+        return (f"exported {out['memories']} memories and {out['links']} links "
+                f"of namespace {out['namespace']} to {out['file']}")
+    return (f"imported {out['imported']} memories into namespace {out['namespace']} "
+            f"({out['skipped']} skipped, {out['links']} links)")
+
+
+def _describe(memory: dict[str, Any]) -> str:
+    created = to_datetime(memory["created_at"])
+    fields = {
+        "id": memory["id"],
+        "namespace": memory["namespace"],
+        "zone": f"{memory['zone']} (score {memory['score']:.2f})",
+        "importance": f"{memory['importance']:g}" + (", pinned" if memory["pinned"] else ""),
+        "recalled": f"{memory['recall_count']} times",
+        "created": created.isoformat(timespec="seconds") if created else "",
+        "tags": ", ".join(memory["tags"]),
+        "thread": "" if memory["thread"] is None else f"{memory['thread']} #{memory['position']}",
+        "metadata": json.dumps(memory["metadata"], ensure_ascii=False) if memory["metadata"]
+        else "",
+    }
+    head = [f"{k:<11}{v}" for k, v in fields.items() if v]
+    return "\n".join([*head, "", memory["content"]])
+
+
+def _zones(zones: dict[str, int]) -> str:
+    return "  " + "  ".join(f"{z} {n}" for z, n in zones.items())
+
+
+def _line(text: str, width: int = 70) -> str:
+    return textwrap.shorten(text, width, placeholder=" …") or text[:width]
+
+
+# --- JSON shapes -----------------------------------------------------------------------------
+def _hit(hit: RecallHit) -> dict[str, Any]:
+    return {**hit.memory.to_dict(), "relevance": hit.relevance, "via": list(hit.via)}
+
+
+def _report(report: Any) -> dict[str, Any]:
+    """A Stats or ReorbitReport dataclass as JSON-ready data (zones keyed by name)."""
+    out = asdict(report)
+    out["zones"] = {Zone(z).value: n for z, n in report.zones.items()}
+    return out
+
+
+# --- input -----------------------------------------------------------------------------------
+def _read_input(args: argparse.Namespace) -> None:
+    """Read stdin or the import file before the database is opened (and perhaps created)."""
+    if args.command == "store" and args.text == "-":
+        args.text = _read("-").rstrip("\r\n")
+    elif args.command == "import":
+        text = _read(args.file)
+        try:
+            args.document = json.loads(text)
+        except json.JSONDecodeError as exc:
+            name = "stdin" if args.file == "-" else args.file
+            raise ValidationError(f"{name} is not valid JSON: {exc}") from exc
+
+
+def _read(path: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, not {text!r}")
+    return key, value
+
+
+# --- parser ----------------------------------------------------------------------------------
+def _global_options(suppress: bool) -> argparse.ArgumentParser:
+    """The options every command takes; subcommands get them with SUPPRESS so that a value given
+    before the subcommand is not overwritten by the subcommand's default."""
+    p = argparse.ArgumentParser(add_help=False)
+
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if suppress else value
+
+    p.add_argument("--db", metavar="PATH", default=default(None),
+                   help="SQLite database file (default: the data directory from settings)")
+    p.add_argument("--namespace", metavar="NS", default=default(None),
+                   help="namespace to work in (default from settings)")
+    p.add_argument("--agent", metavar="ID", default=default(None), help="acting agent id")
+    p.add_argument("--json", action="store_true", default=default(False),
+                   help="machine-readable JSON output")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``stellar`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="stellar", parents=[_global_options(suppress=False)],
+        description="Stellar Memory: shared long-term memory for AI agents.",
+    )
+    common = [_global_options(suppress=True)]
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=common, help=help, description=help)
+
+    p = add("store", "store a memory")
+    p.add_argument("text", help="the memory's text, or - to read it from stdin")
+    p.add_argument("--importance", type=float, default=0.5, help="0..1 (default 0.5)")
+    p.add_argument("--pin", action="store_true", help="never forget this memory")
+    p.add_argument("--tag", action="append", default=[], help="a tag (repeatable)")
+    p.add_argument("--thread", help="conversation, session or document it belongs to")
+    p.add_argument("--meta", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
+                   help="metadata entry, value kept as text (repeatable)")
+
+    p = add("recall", "the memories most relevant to a query")
+    p.add_argument("query")
+    p.add_argument("-k", type=int, default=5, help="how many (default 5)")
+    p.add_argument("--zone", action="append", choices=[z.value for z in Zone],
+                   help="only memories in this zone (repeatable)")
+    p.add_argument("--tag", action="append", help="only memories with this tag (repeatable)")
+    p.add_argument("--expand", action="store_true", help="add linked memories of the hits")
+
+    add("get", "show one memory").add_argument("id")
+    add("forget", "forget one memory").add_argument("id")
+    add("stats", "counts and zone sizes of the namespace")
+    p = add("reorbit", "rescore and rezone the namespace, forget idle memories")
+    p.add_argument("--context", metavar="TEXT", help="score memories also by similarity to this")
+    p = add("export", "write the namespace as a JSON document")
+    p.add_argument("file", nargs="?", help="output file (default stdout)")
+    p = add("import", "load an export document (into its own namespace unless --namespace)")
+    p.add_argument("file", help="export file, or - for stdin")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``stellar`` command; returns the exit status (0 ok, 2 error)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error argparse already reported
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        _read_input(args)
+        with StellarMemory(args.db, namespace=args.namespace, agent=args.agent,
+                           background=False) as mem:
+            out = COMMANDS[args.command](mem, args)
+    except (StellarError, UnicodeDecodeError) as exc:
+        return _fail(str(exc))
+    except OSError as exc:
+        return _fail(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc))
+    print(json.dumps(out, indent=2, ensure_ascii=False) if args.json else _human(args.command, out))
+    return 0
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

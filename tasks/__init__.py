@@ -1,0 +1,1 @@
+"""Prefect tasks: thin wrappers around ``stellar_core`` calls, retried on transient errors."""

@@ -1,0 +1,375 @@
+"""The ``stellar`` command, run for real: in-process through ``main`` and as a subprocess.
+
+Every command that embeds (store, recall, import, reorbit --context) loads the real model in
+its own ``StellarMemory``, as the command does; tests share a seeded database file (copied per
+test) so that most of them embed once or not at all.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stellar_core import StellarMemory
+from stellar_core.cli import COMMANDS, main
+from stellar_core.embeddings import Embedder
+
+SEED = {
+    "backup": "The backup window is 02:00-03:00 UTC; never deploy during it",
+    "rota": "Ines owns the ground-station rota since March",
+    "coffee": "The coffee machine on floor 3 needs descaling every Friday",
+}
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+Stellar = Callable[..., Result]
+
+
+@pytest.fixture
+def stellar(capsys: pytest.CaptureFixture[str]) -> Stellar:
+    """Runs ``stellar ARGV...`` in-process and returns exit code, stdout and stderr."""
+
+    def run(*argv: str) -> Result:
+        capsys.readouterr()
+        code = main(list(argv))
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def seeded(
+    tmp_path_factory: pytest.TempPathFactory, embedder: Embedder
+) -> tuple[Path, dict[str, str]]:
+    """A database holding SEED (ids by key), stored once through the facade."""
+    path = tmp_path_factory.mktemp("seed") / "seed.db"
+    with StellarMemory(path, embedder=embedder, background=False) as mem:
+        stored = mem.store_many([
+            {"content": SEED["backup"], "importance": 1.0, "tags": ["ops"]},
+            {"content": SEED["rota"], "importance": 0.6, "tags": ["people"], "thread": "standup"},
+            {"content": SEED["coffee"], "importance": 0.0, "tags": ["office"]},
+        ])
+        assert [m.zone.value for m in stored] == ["core", "inner", "outer"]
+    return path, dict(zip(SEED, (m.id for m in stored), strict=True))
+
+
+@pytest.fixture
+def db(tmp_path: Path, seeded: tuple[Path, dict[str, str]]) -> str:
+    """A fresh copy of the seeded database for one test."""
+    copy = tmp_path / "mem.db"
+    shutil.copy(seeded[0], copy)
+    return str(copy)
+
+
+@pytest.fixture
+def ids(seeded: tuple[Path, dict[str, str]]) -> dict[str, str]:
+    return seeded[1]
+
+
+def count(stellar: Stellar, db: str, *options: str) -> int:
+    result = stellar("stats", "--db", db, "--json", *options)
+    assert result.code == 0, result.err
+    return int(result.json()["memories"])
+
+
+# --- store -----------------------------------------------------------------------------------
+def test_store_human(stellar: Stellar, db: str) -> None:
+    result = stellar("--db", db, "store", "Deploys need two approvals")
+    assert result.code == 0 and result.err == ""
+    assert result.out.startswith("stored ")
+    assert "(zone inner, score 0.55)" in result.out
+    memory_id = result.out.split()[1]
+    got = stellar("--db", db, "get", memory_id, "--json")
+    assert got.json()["content"] == "Deploys need two approvals"
+
+
+def test_store_json_with_every_option(stellar: Stellar, db: str) -> None:
+    result = stellar(
+        "store", "Rotate the TLS certificates in May", "--db", db, "--json", "--importance", "0.9",
+        "--pin", "--tag", "ops", "--tag", "security", "--thread", "plan-7",
+        "--meta", "owner=ines", "--meta", "ticket=42", "--agent", "planner-1",
+    )
+    assert result.code == 0, result.err
+    stored = result.json()
+    assert stored["content"] == "Rotate the TLS certificates in May"
+    assert stored["importance"] == 0.9 and stored["pinned"] is True
+    assert stored["tags"] == ["ops", "security"]
+    assert stored["metadata"] == {"owner": "ines", "ticket": "42"}  # values stay strings
+    assert stored["thread"] == "plan-7" and stored["position"] == 0
+    assert stored["origin_agent"] == "planner-1"
+    assert stellar("get", stored["id"], "--db", db, "--json").json() == stored
+
+
+def test_store_from_stdin(
+    stellar: Stellar, db: str, monkeypatch: pytest.MonkeyPatch, ids: dict[str, str]
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO(SEED["rota"] + "\n"))
+    result = stellar("--db", db, "--json", "store", "-", "--thread", "standup")
+    assert result.code == 0, result.err
+    # the trailing newline is dropped: identical content in the thread is the same memory
+    assert result.json()["id"] == ids["rota"]
+    assert count(stellar, db) == 3
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--json", "--db", "{db}", "--namespace", "team-a", "stats"],
+        ["stats", "--json", "--db", "{db}", "--namespace", "team-a"],
+        ["--db", "{db}", "stats", "--namespace", "team-a", "--json"],
+        ["--namespace", "team-a", "--json", "stats", "--db", "{db}"],
+    ],
+)
+def test_global_options_before_or_after_the_subcommand(
+    stellar: Stellar, db: str, argv: list[str]
+) -> None:
+    result = stellar(*(a.format(db=db) for a in argv))
+    assert result.code == 0, result.err
+    assert result.json()["namespace"] == "team-a"
+
+
+def test_default_database_is_in_the_settings_data_directory(
+    stellar: Stellar, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STELLAR_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("STELLAR_NAMESPACE", "from-settings")
+    result = stellar("stats", "--json")
+    assert result.code == 0, result.err
+    assert result.json()["namespace"] == "from-settings"
+    assert (tmp_path / "home" / "stellar.db").is_file()
+
+
+# --- recall ----------------------------------------------------------------------------------
+def test_recall_json(stellar: Stellar, db: str, ids: dict[str, str]) -> None:
+    result = stellar("recall", "when do backups run?", "--db", db, "--json", "-k", "2")
+    assert result.code == 0, result.err
+    hits = result.json()
+    assert len(hits) == 2
+    assert hits[0]["id"] == ids["backup"]
+    assert hits[0]["content"] == SEED["backup"]
+    assert hits[0]["zone"] == "core"
+    assert hits[0]["relevance"] >= hits[1]["relevance"] > 0
+    assert set(hits[0]["via"]) <= {"lexical", "vector", "thread", "graph"} and hits[0]["via"]
+    assert isinstance(hits[0]["score"], float)
+
+
+def test_recall_human_is_numbered_one_line_per_hit(
+    stellar: Stellar, db: str, ids: dict[str, str]
+) -> None:
+    stellar("--db", db, "store", "Backups: " + "very long line of backup notes " * 20)
+    result = stellar("--db", db, "recall", "who owns the rota?", "-k", "3")
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    assert len(lines) == 3
+    assert lines[0].startswith(" 1. ") and lines[2].startswith(" 3. ")
+    assert "inner" in lines[0] and SEED["rota"] in lines[0] and ids["rota"] in lines[0]
+    assert all(len(line) < 140 for line in lines)  # the long memory is shortened to one line
+
+
+def test_recall_filters_by_zone_and_tag(stellar: Stellar, db: str, ids: dict[str, str]) -> None:
+    by_zone = stellar("--db", db, "--json", "recall", "rota", "--zone", "core", "--zone", "outer")
+    assert {h["id"] for h in by_zone.json()} == {ids["backup"], ids["coffee"]}
+    by_tag = stellar("--db", db, "--json", "recall", "backup", "--tag", "office")
+    assert [h["id"] for h in by_tag.json()] == [ids["coffee"]]
+
+
+def test_namespaces_are_isolated(stellar: Stellar, db: str, ids: dict[str, str]) -> None:
+    stored = stellar("--db", db, "--namespace", "team-b", "--json", "store", "Team B meets Tue")
+    assert stored.code == 0, stored.err
+    hits = stellar("--db", db, "--json", "recall", "when does team B meet?", "-k", "10").json()
+    assert stored.json()["id"] not in {h["id"] for h in hits}
+    assert count(stellar, db, "--namespace", "team-b") == 1
+    assert count(stellar, db) == 3
+    empty = stellar("--db", db, "--namespace", "team-c", "recall", "backup window")
+    assert (empty.code, empty.out) == (0, "no matching memories\n")
+    missing = stellar("--db", db, "--namespace", "team-b", "get", ids["backup"])
+    assert missing.code == 2 and "team-b" in missing.err
+
+
+# --- get, forget, stats, reorbit -------------------------------------------------------------
+def test_get_human(stellar: Stellar, db: str, ids: dict[str, str]) -> None:
+    result = stellar("--db", db, "get", ids["rota"])
+    assert result.code == 0, result.err
+    assert f"id         {ids['rota']}" in result.out
+    assert "zone       inner" in result.out
+    assert "tags       people" in result.out and "thread     standup #0" in result.out
+    assert result.out.rstrip().endswith(SEED["rota"])
+
+
+def test_forget_human_and_json(stellar: Stellar, db: str, ids: dict[str, str]) -> None:
+    human = stellar("--db", db, "forget", ids["coffee"])
+    assert (human.code, human.out) == (0, f"forgot {ids['coffee']}\n")
+    machine = stellar("--db", db, "--json", "forget", ids["rota"])
+    assert machine.code == 0 and machine.json()["deleted_at"] is not None
+    stats = stellar("--db", db, "--json", "stats").json()
+    assert (stats["memories"], stats["forgotten"]) == (1, 2)
+    gone = stellar("--db", db, "forget", ids["rota"])
+    assert gone.code == 2 and gone.out == "" and "no memory" in gone.err
+
+
+def test_stats_human_and_json(stellar: Stellar, db: str) -> None:
+    human = stellar("--db", db, "stats")
+    assert human.code == 0
+    assert human.out.startswith("namespace default: 3 memories, 0 forgotten, 0 links, 1 threads")
+    assert "core 1  inner 1  outer 1  belt 0  cloud 0" in human.out
+    machine = stellar("--db", db, "stats", "--json").json()
+    assert machine["zones"] == {"core": 1, "inner": 1, "outer": 1, "belt": 0, "cloud": 0}
+    assert 0 < machine["mean_score"] < 1
+
+
+def test_reorbit_human_and_json(stellar: Stellar, db: str) -> None:
+    human = stellar("--db", db, "reorbit")
+    assert human.code == 0, human.err
+    assert human.out.startswith("reorbit default: scored 3, ")
+    machine = stellar("--db", db, "--json", "reorbit", "--context", "backups and deploys")
+    assert machine.code == 0, machine.err
+    report = machine.json()
+    assert report["scored"] == 3 and report["namespace"] == "default"
+    assert sum(report["zones"].values()) == 3
+    assert {"moved_inward", "moved_outward", "forgotten", "purged", "seconds"} <= set(report)
+
+
+# --- export and import -----------------------------------------------------------------------
+def test_export_to_file_and_import_into_another_database(
+    stellar: Stellar, db: str, tmp_path: Path
+) -> None:
+    exported = tmp_path / "notes.json"
+    human = stellar("--db", db, "export", str(exported))
+    assert human.out == f"exported 3 memories and 0 links of namespace default to {exported}\n"
+    document = json.loads(exported.read_text())
+    assert document["format"] == "stellar-memory-export" and len(document["memories"]) == 3
+
+    copy = str(tmp_path / "copy.db")
+    imported = stellar("--db", copy, "import", str(exported))
+    assert imported.code == 0, imported.err
+    assert imported.out == "imported 3 memories into namespace default (0 skipped, 0 links)\n"
+    again = stellar("import", str(exported), "--db", copy, "--json")
+    assert again.json() == {"namespace": "default", "imported": 0, "skipped": 3, "links": 0}
+
+    stdout = stellar("--db", copy, "export")
+    assert stdout.code == 0
+    assert json.loads(stdout.out)["memories"] == document["memories"]
+    hits = stellar("--db", copy, "--json", "recall", "descaling the coffee machine", "-k", "1")
+    assert hits.json()[0]["content"] == SEED["coffee"]
+
+
+def test_import_into_a_namespace_from_stdin(
+    stellar: Stellar, db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    document = stellar("--db", db, "export", "--json").out
+    monkeypatch.setattr(sys, "stdin", io.StringIO(document))
+    copy = str(tmp_path / "copy.db")
+    result = stellar("--db", copy, "--namespace", "archive", "--json", "import", "-")
+    assert result.code == 0, result.err
+    assert result.json()["namespace"] == "archive" and result.json()["imported"] == 3
+    assert count(stellar, copy, "--namespace", "archive") == 3
+    assert count(stellar, copy) == 0
+
+
+# --- errors ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["store", "   "], "content is empty"),
+        (["store", "x", "--importance", "2"], "importance 2.0 is outside 0..1"),
+        (["get", "no-such-id"], "no memory 'no-such-id' in namespace 'default'"),
+        (["forget", "no-such-id"], "no memory 'no-such-id'"),
+        (["--namespace", "bad namespace", "stats"], "invalid namespace"),
+        (["recall", "x", "-k", "0"], "k must be a whole number"),
+        (["import", "{tmp}/missing.json"], "missing.json: No such file or directory"),
+        (["import", "{tmp}/broken.json"], "broken.json is not valid JSON"),
+        (["import", "{tmp}/other.json"], "not a Stellar Memory export"),
+        (["export", "{tmp}/no-dir/out.json"], "No such file or directory"),
+    ],
+)
+def test_bad_input_exits_2_with_a_message_and_changes_nothing(
+    stellar: Stellar, db: str, tmp_path: Path, argv: list[str], message: str
+) -> None:
+    (tmp_path / "broken.json").write_text('{"format": "stellar-memory-export", ')
+    (tmp_path / "other.json").write_text('{"hello": "world"}')
+    before = stellar("--db", db, "export", "--json").out
+    result = stellar("--db", db, *(a.format(tmp=tmp_path) for a in argv))
+    assert result.code == 2
+    assert result.out == ""
+    assert result.err.startswith("error: ") and message in result.err
+    assert len(result.err.splitlines()) == 1
+    assert stellar("--db", db, "export", "--json").out == before
+
+
+def test_a_file_that_is_not_a_database_is_left_alone(stellar: Stellar, tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my precious notes\n")
+    result = stellar("--db", str(notes), "stats")
+    assert result.code == 2 and result.out == ""
+    assert result.err.startswith("error: cannot open ")
+    assert "not a Stellar Memory database" in result.err
+    assert notes.read_text() == "my precious notes\n"
+
+
+def test_usage_errors_and_help(stellar: Stellar, db: str) -> None:
+    bad_meta = stellar("--db", db, "store", "x", "--meta", "novalue")
+    assert bad_meta.code == 2 and "expected KEY=VALUE" in bad_meta.err
+    assert stellar("--db", db, "recall", "x", "--zone", "mars").code == 2
+    assert stellar().code == 2  # a command is required
+    helped = stellar("--help")
+    assert helped.code == 0
+    for name in COMMANDS:  # every command is listed, with a description
+        assert any(line.split()[:1] == [name] and len(line.split()) > 1
+                   for line in helped.out.splitlines())
+
+
+# --- the installed command, end to end -------------------------------------------------------
+def test_end_to_end_as_a_subprocess(tmp_path: Path) -> None:
+    db = str(tmp_path / "e2e.db")
+    script = Path(sys.executable).with_name("stellar")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "stellar_core.cli"]
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*command, *argv], capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "STELLAR_HOME": str(tmp_path / "home")})
+
+    stored = run("store", "Staging is rebuilt every Sunday night", "--json", "--db", db)
+    assert stored.returncode == 0, stored.stderr
+    memory_id = json.loads(stored.stdout)["id"]
+
+    hits = run("--db", db, "--json", "recall", "when is staging rebuilt?")
+    assert hits.returncode == 0, hits.stderr
+    assert json.loads(hits.stdout)[0]["id"] == memory_id
+
+    got = run("--db", db, "get", memory_id)
+    assert got.returncode == 0 and "Staging is rebuilt" in got.stdout
+    forgot = run("--db", db, "forget", memory_id)
+    assert forgot.returncode == 0 and memory_id in forgot.stdout
+
+    gone = run("--db", db, "get", memory_id)
+    assert gone.returncode == 2 and gone.stdout == ""
+    assert gone.stderr.startswith(f"error: no memory '{memory_id}'")
+
+
+def test_runs_as_python_module(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "stellar_core.cli", "--db", str(tmp_path / "m.db"), "stats"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("namespace default: 0 memories")

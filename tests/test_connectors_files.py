@@ -1,0 +1,210 @@
+"""The file connector: chunks keep every word and their heading; re-ingesting adds nothing;
+files that are not text are skipped with a reason instead of failing the run."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from stellar_core import StellarMemory, SteppingClock, ValidationError
+from stellar_core.connectors.files import chunk_markdown, ingest_path
+from stellar_core.models import Memory
+
+CORPUS = Path(__file__).resolve().parents[1] / "examples" / "corpus"
+
+LONG_PARAGRAPH = " ".join(
+    f"Pass {i} over Skarvik starts at {i:02d}:15 UTC and lasts nine minutes." for i in range(40)
+)
+DOC = f"""Preamble before any heading, from the shift log.
+
+# Ground station notes
+
+## Skarvik
+
+Skarvik sees every satellite on almost every orbit.
+It has a 7.3 metre antenna.
+
+{LONG_PARAGRAPH}
+
+## Port Alder
+
+```python
+# a comment, not a heading
+
+plan = schedule(passes)
+```
+
+Radome icing in winter; the heater is checked every October.
+
+## Empty section
+
+### Nested section
+
+Cabo Fría is rented by the pass.
+"""
+
+
+def words(text: str) -> Counter[str]:
+    return Counter(re.findall(r"\S+", text))
+
+
+def all_memories(mem: StellarMemory) -> list[Memory]:
+    return [Memory.from_dict(d) for d in mem.export()["memories"]]
+
+
+@pytest.mark.parametrize("max_chars", [80, 150, 400, 1200])
+def test_chunks_keep_every_word_and_respect_the_limit(max_chars: int) -> None:
+    chunks = chunk_markdown(DOC, max_chars)
+    assert words("\n".join(chunks)) >= words(DOC)  # every word, at least as often
+    assert all(0 < len(c) <= max_chars for c in chunks)
+
+
+@pytest.mark.parametrize("path", sorted(CORPUS.glob("*.md")), ids=lambda p: p.name)
+def test_corpus_chunks_keep_every_word(path: Path) -> None:
+    text = path.read_text()
+    assert words("\n".join(chunk_markdown(text))) >= words(text)
+
+
+def test_every_chunk_starts_with_its_heading() -> None:
+    chunks = chunk_markdown(DOC, 300)
+    assert chunks[0] == "Preamble before any heading, from the shift log."
+    skarvik = [c for c in chunks if "over Skarvik" in c]
+    assert len(skarvik) > 3
+    assert all(c.startswith("## Skarvik\n\n") for c in skarvik)
+    # a heading with no text of its own opens the next section's first chunk, once
+    nested = [c for c in chunks if "Cabo Fría" in c]
+    assert nested == ["## Empty section\n### Nested section\n\nCabo Fría is rented by the pass."]
+
+
+def test_long_paragraph_is_split_at_sentence_boundaries() -> None:
+    chunks = chunk_markdown(f"## Passes\n\n{LONG_PARAGRAPH}", 300)
+    bodies = [c.removeprefix("## Passes\n\n") for c in chunks]
+    assert len(bodies) > 3
+    assert all(b.startswith("Pass ") and b.endswith("nine minutes.") for b in bodies)
+    assert " ".join(bodies) == LONG_PARAGRAPH
+
+
+def test_code_fences_are_one_paragraph_and_hold_no_headings() -> None:
+    chunks = chunk_markdown(DOC, 1200)
+    fenced = next(c for c in chunks if "plan = schedule" in c)
+    assert fenced.startswith("## Port Alder\n\n```python\n# a comment, not a heading\n\nplan")
+    assert not any(c.startswith("# a comment") for c in chunks)
+
+
+def test_unbroken_text_longer_than_a_chunk_is_cut_but_kept() -> None:
+    token = "ab" * 300
+    assert "".join(chunk_markdown(token, 100)) == token
+
+
+def test_heading_only_document_and_tiny_limit() -> None:
+    assert chunk_markdown("# Title\n\n## Sub\n") == ["# Title\n## Sub"]
+    assert chunk_markdown("   \n\n") == []
+    with pytest.raises(ValidationError):
+        chunk_markdown(DOC, 10)
+
+
+def write(root: Path, files: dict[str, str | bytes]) -> Path:
+    for name, content in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
+    return root
+
+
+def test_ingest_stores_one_thread_per_file_with_sources(
+    mem: StellarMemory, tmp_path: Path, clock: SteppingClock
+) -> None:
+    root = write(tmp_path / "docs", {"notes.md": DOC, "sub/rota.txt": "Dmitri is on call."})
+    result = ingest_path(mem, root, namespace="ops", importance=0.7)
+
+    expected = chunk_markdown(DOC)
+    assert (result.files, result.chunks, result.new, result.unchanged, result.skipped) == (
+        2, len(expected) + 1, len(expected) + 1, 0, []
+    )
+    stored = {(x.thread, x.position): x for x in [
+        Memory.from_dict(d) for d in mem.export(namespace="ops")["memories"]
+    ]}
+    assert [stored["notes.md", i].content for i in range(len(expected))] == expected
+    rota = stored["sub/rota.txt", 0]
+    assert rota.content == "Dmitri is on call."
+    assert rota.importance == 0.7
+    assert rota.source is not None
+    assert (rota.source.type, rota.source.url, rota.source.chunk) == ("file", "sub/rota.txt", 0)
+    assert rota.source.ingested_at == clock.now()
+    assert rota.metadata["file_hash"] == hashlib.sha256(b"Dmitri is on call.").hexdigest()
+    assert stored["notes.md", 2].source.chunk == 2  # type: ignore[union-attr]
+    hits = mem.recall("who is on call?", k=1, namespace="ops", source_type="file")
+    assert hits[0].memory.id == rota.id
+
+
+def test_reingesting_adds_nothing_and_a_change_adds_only_the_change(
+    mem: StellarMemory, tmp_path: Path, clock: SteppingClock
+) -> None:
+    root = write(tmp_path, {"a.md": DOC, "b.md": "# B\n\nOne.\n\n## C\n\nTwo."})
+    first = ingest_path(mem, root)
+    clock.advance(days=1)
+    again = ingest_path(mem, root)
+    assert (again.files, again.chunks, again.new, again.unchanged) == (
+        2, first.chunks, 0, first.new
+    )
+    assert len(all_memories(mem)) == first.new
+
+    write(root, {"b.md": "# B\n\nOne.\n\n## C\n\nTwo, and a third thing."})
+    changed = ingest_path(mem, root)
+    assert (changed.new, changed.unchanged) == (1, first.new - 1)
+
+
+def test_binary_non_utf8_empty_and_missing_files_are_skipped(
+    mem: StellarMemory, tmp_path: Path
+) -> None:
+    root = write(tmp_path, {
+        "good.md": "# Fine\n\nPlain text.",
+        "blob.txt": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR",
+        "latin.md": "Tromsø café".encode("latin-1"),
+        "blank.md": "\n  \n",
+    })
+    result = ingest_path(mem, root)
+    assert (result.files, result.chunks, result.new) == (1, 1, 1)
+    reasons = dict(result.skipped)
+    assert sorted(reasons) == ["blank.md", "blob.txt", "latin.md"]
+    assert "binary" in reasons["blob.txt"]
+    assert "UTF-8" in reasons["latin.md"]
+    assert "empty" in reasons["blank.md"]
+
+    missing = ingest_path(mem, tmp_path / "gone.md")
+    assert missing.files == 0
+    assert [path for path, _ in missing.skipped] == ["gone.md"]
+    assert "unreadable" in missing.skipped[0][1]
+
+
+def test_extension_filter_and_hidden_directories(mem: StellarMemory, tmp_path: Path) -> None:
+    root = write(tmp_path, {
+        "a.md": "Alpha.", "b.TXT": "Bravo.", "c.rst": "Charlie.", ".git/d.md": "Delta.",
+        "sub/e.md": "Echo.",
+    })
+    only_md = ingest_path(mem, root, extensions=(".md",))
+    assert (only_md.files, only_md.skipped) == (2, [])
+    assert sorted(x.thread or "" for x in all_memories(mem)) == ["a.md", "sub/e.md"]
+
+    default = ingest_path(mem, root)  # .md and .txt, any case
+    assert (default.files, default.new, default.unchanged) == (3, 1, 2)
+
+    rst = ingest_path(mem, root / "c.rst")  # named directly but not wanted: said so
+    assert rst.files == 0
+    assert rst.skipped[0][0] == "c.rst"
+    assert ingest_path(mem, root, extensions=("rst",)).new == 1
+
+
+def test_bad_arguments_fail_the_call(mem: StellarMemory, tmp_path: Path) -> None:
+    write(tmp_path, {"a.md": "Alpha."})
+    with pytest.raises(ValidationError):
+        ingest_path(mem, tmp_path, importance=2.0)
+    with pytest.raises(ValidationError):
+        ingest_path(mem, tmp_path, namespace="no spaces allowed")
