@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from stellar_core import RecallHit, ReorbitReport, StellarMemory, Zone
-from stellar_core.connectors.files import ingest_path
-from stellar_core.models import IngestResult
+from stellar_core import IngestResult, RecallHit, ReorbitReport, StellarMemory, Zone, ingest_path
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 NAMESPACE = "demo"
@@ -31,9 +29,13 @@ BAR_WIDTH = 30
 
 def main(argv: list[str] | None = None) -> None:
     """Run the demo against the memory in ``--home`` and print a short report."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--home", type=Path, default=Path(".stellar/demo"),
-                        help="data directory of the demo memory (default: .stellar/demo)")
+    parser = argparse.ArgumentParser(description="Stellar Memory demo: ingest, recall, reorbit.")
+    parser.add_argument(
+        "--home",
+        type=Path,
+        default=Path(".stellar/demo"),
+        help="data directory of the demo memory (default: .stellar/demo)",
+    )
     args = parser.parse_args(argv)
     with StellarMemory(args.home, namespace=NAMESPACE, background=False) as mem:
         mem.configure_zones(capacities=CAPACITIES)
@@ -52,16 +54,20 @@ def main(argv: list[str] | None = None) -> None:
 
 def print_ingest(result: IngestResult) -> None:
     """Files and chunks, and how many were new."""
-    print(f"Ingested {result.files} files -> {result.chunks} chunks: "
-          f"{result.new} new, {result.unchanged} unchanged")
+    print(
+        f"Ingested {result.files} files -> {result.chunks} chunks: "
+        f"{result.new} new, {result.unchanged} unchanged"
+    )
     for path, reason in result.skipped:
         print(f"  skipped {path}: {reason}")
 
 
 def print_zones(report: ReorbitReport) -> None:
     """The zone distribution after reorbit as a text bar chart."""
-    print(f"Reorbit: {report.scored} scored, {report.moved_inward} moved inward, "
-          f"{report.moved_outward} moved outward, {report.forgotten} forgotten\n")
+    print(
+        f"Reorbit: {report.scored} scored, {report.moved_inward} moved inward, "
+        f"{report.moved_outward} moved outward, {report.forgotten} forgotten\n"
+    )
     most = max(report.zones.values(), default=0) or 1
     for zone in Zone:
         n = report.zones.get(zone, 0)

@@ -28,8 +28,13 @@ def reorbit_flow(namespaces: list[str] | None = None, home: str | None = None) -
             counts[ns] = _counts(report)
             logger.info(
                 "%s: %d scored, %d inward, %d outward, %d forgotten, %d purged (%.2fs)",
-                ns, report.scored, report.moved_inward, report.moved_outward,
-                report.forgotten, report.purged, report.seconds,
+                ns,
+                report.scored,
+                report.moved_inward,
+                report.moved_outward,
+                report.forgotten,
+                report.purged,
+                report.seconds,
             )
     return counts
 

@@ -1,10 +1,10 @@
 """Stellar Memory: shared long-term memory for AI agents.
 
-    from stellar_core import StellarMemory
-    mem = StellarMemory()
-    m = mem.store("The deploy key lives in the vault", importance=0.8, tags=["ops"])
-    for hit in mem.recall("where is the deploy key?"):
-        print(hit.relevance, hit.memory.content)
+from stellar_core import StellarMemory
+mem = StellarMemory()
+m = mem.store("The deploy key lives in the vault", importance=0.8, tags=["ops"])
+for hit in mem.recall("where is the deploy key?"):
+    print(hit.relevance, hit.memory.content)
 """
 
 from stellar_core.clock import Clock, SteppingClock, SystemClock
@@ -35,6 +35,7 @@ __all__ = [
     "Clock",
     "ConfigurationError",
     "Embedder",
+    "IngestResult",
     "Link",
     "Memory",
     "NotFoundError",
@@ -55,4 +56,5 @@ __all__ = [
     "TransientError",
     "ValidationError",
     "Zone",
+    "ingest_path",
 ]

@@ -32,8 +32,14 @@ Command = Callable[[StellarMemory, argparse.Namespace], Any]
 
 # --- subcommands: each returns what to print (a JSON-ready value) ----------------------------
 def store(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
-    memory = mem.store(args.text, importance=args.importance, pinned=args.pin, tags=args.tag,
-                       metadata=dict(args.meta), thread=args.thread)
+    memory = mem.store(
+        args.text,
+        importance=args.importance,
+        pinned=args.pin,
+        tags=args.tag,
+        metadata=dict(args.meta),
+        thread=args.thread,
+    )
     return memory.to_dict()
 
 
@@ -65,8 +71,12 @@ def export(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
     with open(args.file, "w", encoding="utf-8") as f:
         json.dump(document, f, indent=2, ensure_ascii=False)
         f.write("\n")
-    return {"file": args.file, "namespace": document["namespace"],
-            "memories": len(document["memories"]), "links": len(document["links"])}
+    return {
+        "file": args.file,
+        "namespace": document["namespace"],
+        "memories": len(document["memories"]),
+        "links": len(document["links"]),
+    }
 
 
 def import_(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
@@ -75,8 +85,14 @@ def import_(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
 
 
 COMMANDS: dict[str, Command] = {
-    "store": store, "recall": recall, "get": get, "forget": forget,
-    "stats": stats, "reorbit": reorbit, "export": export, "import": import_,
+    "store": store,
+    "recall": recall,
+    "get": get,
+    "forget": forget,
+    "stats": stats,
+    "reorbit": reorbit,
+    "export": export,
+    "import": import_,
 }
 
 
@@ -85,29 +101,39 @@ def _human(command: str, out: Any) -> str:
     if command == "store":
         return f"stored {out['id']} (zone {out['zone']}, score {out['score']:.2f})"
     if command == "recall":
-        lines = [f"{i:>2}. {h['relevance']:.3f}  {h['zone']:<5}  {_line(h['content'])}  [{h['id']}]"
-                 for i, h in enumerate(out, 1)]
+        lines = [
+            f"{i:>2}. {h['relevance']:.3f}  {h['zone']:<5}  {_line(h['content'])}  [{h['id']}]"
+            for i, h in enumerate(out, 1)
+        ]
         return "\n".join(lines) or "no matching memories"
     if command == "get":
         return _describe(out)
     if command == "forget":
         return f"forgot {out['id']}"
     if command == "stats":
-        return (f"namespace {out['namespace']}: {out['memories']} memories, "
-                f"{out['forgotten']} forgotten, {out['links']} links, {out['threads']} threads, "
-                f"mean score {out['mean_score']:.2f}\n{_zones(out['zones'])}")
+        return (
+            f"namespace {out['namespace']}: {out['memories']} memories, "
+            f"{out['forgotten']} forgotten, {out['links']} links, {out['threads']} threads, "
+            f"mean score {out['mean_score']:.2f}\n{_zones(out['zones'])}"
+        )
     if command == "reorbit":
-        return (f"reorbit {out['namespace']}: scored {out['scored']}, "
-                f"{out['moved_inward']} inward, {out['moved_outward']} outward, "
-                f"{out['forgotten']} forgotten, {out['purged']} purged in {out['seconds']:.2f} s\n"
-                f"{_zones(out['zones'])}")
+        return (
+            f"reorbit {out['namespace']}: scored {out['scored']}, "
+            f"{out['moved_inward']} inward, {out['moved_outward']} outward, "
+            f"{out['forgotten']} forgotten, {out['purged']} purged in {out['seconds']:.2f} s\n"
+            f"{_zones(out['zones'])}"
+        )
     if command == "export":
         if "file" not in out:
             return json.dumps(out, indent=2, ensure_ascii=False)  # the document itself
-        return (f"exported {out['memories']} memories and {out['links']} links "
-                f"of namespace {out['namespace']} to {out['file']}")
-    return (f"imported {out['imported']} memories into namespace {out['namespace']} "
-            f"({out['skipped']} skipped, {out['links']} links)")
+        return (
+            f"exported {out['memories']} memories and {out['links']} links "
+            f"of namespace {out['namespace']} to {out['file']}"
+        )
+    return (
+        f"imported {out['imported']} memories into namespace {out['namespace']} "
+        f"({out['skipped']} skipped, {out['links']} links)"
+    )
 
 
 def _describe(memory: dict[str, Any]) -> str:
@@ -121,7 +147,8 @@ def _describe(memory: dict[str, Any]) -> str:
         "created": created.isoformat(timespec="seconds") if created else "",
         "tags": ", ".join(memory["tags"]),
         "thread": "" if memory["thread"] is None else f"{memory['thread']} #{memory['position']}",
-        "metadata": json.dumps(memory["metadata"], ensure_ascii=False) if memory["metadata"]
+        "metadata": json.dumps(memory["metadata"], ensure_ascii=False)
+        if memory["metadata"]
         else "",
     }
     head = [f"{k:<11}{v}" for k, v in fields.items() if v]
@@ -185,20 +212,30 @@ def _global_options(suppress: bool) -> argparse.ArgumentParser:
     def default(value: Any) -> Any:
         return argparse.SUPPRESS if suppress else value
 
-    p.add_argument("--db", metavar="PATH", default=default(None),
-                   help="SQLite database file (default: the data directory from settings)")
-    p.add_argument("--namespace", metavar="NS", default=default(None),
-                   help="namespace to work in (default from settings)")
+    p.add_argument(
+        "--db",
+        metavar="PATH",
+        default=default(None),
+        help="SQLite database file (default: the data directory from settings)",
+    )
+    p.add_argument(
+        "--namespace",
+        metavar="NS",
+        default=default(None),
+        help="namespace to work in (default from settings)",
+    )
     p.add_argument("--agent", metavar="ID", default=default(None), help="acting agent id")
-    p.add_argument("--json", action="store_true", default=default(False),
-                   help="machine-readable JSON output")
+    p.add_argument(
+        "--json", action="store_true", default=default(False), help="machine-readable JSON output"
+    )
     return p
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``stellar`` argument parser."""
     parser = argparse.ArgumentParser(
-        prog="stellar", parents=[_global_options(suppress=False)],
+        prog="stellar",
+        parents=[_global_options(suppress=False)],
         description="Stellar Memory: shared long-term memory for AI agents.",
     )
     common = [_global_options(suppress=True)]
@@ -213,14 +250,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pin", action="store_true", help="never forget this memory")
     p.add_argument("--tag", action="append", default=[], help="a tag (repeatable)")
     p.add_argument("--thread", help="conversation, session or document it belongs to")
-    p.add_argument("--meta", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
-                   help="metadata entry, value kept as text (repeatable)")
+    p.add_argument(
+        "--meta",
+        action="append",
+        default=[],
+        type=_key_value,
+        metavar="KEY=VALUE",
+        help="metadata entry, value kept as text (repeatable)",
+    )
 
     p = add("recall", "the memories most relevant to a query")
     p.add_argument("query")
     p.add_argument("-k", type=int, default=5, help="how many (default 5)")
-    p.add_argument("--zone", action="append", choices=[z.value for z in Zone],
-                   help="only memories in this zone (repeatable)")
+    p.add_argument(
+        "--zone",
+        action="append",
+        choices=[z.value for z in Zone],
+        help="only memories in this zone (repeatable)",
+    )
     p.add_argument("--tag", action="append", help="only memories with this tag (repeatable)")
     p.add_argument("--expand", action="store_true", help="add linked memories of the hits")
 
@@ -244,8 +291,9 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     try:
         _read_input(args)
-        with StellarMemory(args.db, namespace=args.namespace, agent=args.agent,
-                           background=False) as mem:
+        with StellarMemory(
+            args.db, namespace=args.namespace, agent=args.agent, background=False
+        ) as mem:
             out = COMMANDS[args.command](mem, args)
     except (StellarError, UnicodeDecodeError) as exc:
         return _fail(str(exc))

@@ -36,7 +36,7 @@ from stellar_core.search.recall import recall as recall_pass
 from stellar_core.settings import Settings
 from stellar_core.store.engine import Database
 from stellar_core.store.records import fetch, live, m, put_tags, to_row, vector_to_blob
-from stellar_core.store.schema import links, memories, memory_tags, meta, namespace_config
+from stellar_core.store.schema import changes, links, memories, memory_tags, meta, namespace_config
 from stellar_core.sync import outbox
 from stellar_core.sync.clock import HybridLogicalClock, bump
 from stellar_core.validation import Draft
@@ -77,6 +77,8 @@ class StellarMemory:
         self.embedder = CachedEmbedder(embedder or embedder_from_settings(s), s.query_cache_size)
         self.db = Database(s.sqlalchemy_url())
         self._check_model()
+        with self.db.read() as conn:  # never stamp below what this database has already seen
+            self._hlc.observe(conn.execute(sa.select(sa.func.max(changes.c.hlc))).scalar() or "")
         self._indexes: VectorIndexes | None = None
         self._recalls = RecallLog(self.db)
         self._upkeep = Upkeep(s.stats_flush_seconds, [self._recalls.flush, self._maintain_indexes])
@@ -403,6 +405,17 @@ class StellarMemory:
         self._who(principal)
         with self.db.read() as conn:
             return self._live(conn, ns, memory_id)
+
+    def thread(
+        self, thread: str, *, namespace: str | None = None, principal: Principal | str | None = None
+    ) -> list[Memory]:
+        """The live memories of a thread (conversation, session, document) in position order."""
+        ns = self._ns(namespace)
+        self._who(principal)
+        check.thread(thread, None)
+        with self.db.read() as conn:
+            found = fetch(conn, sa.and_(live(ns), m.thread == thread))
+        return sorted(found.values(), key=lambda x: (x.position is None, x.position or 0))
 
     def links(
         self,

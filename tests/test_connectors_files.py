@@ -126,11 +126,16 @@ def test_ingest_stores_one_thread_per_file_with_sources(
 
     expected = chunk_markdown(DOC)
     assert (result.files, result.chunks, result.new, result.unchanged, result.skipped) == (
-        2, len(expected) + 1, len(expected) + 1, 0, []
+        2,
+        len(expected) + 1,
+        len(expected) + 1,
+        0,
+        [],
     )
-    stored = {(x.thread, x.position): x for x in [
-        Memory.from_dict(d) for d in mem.export(namespace="ops")["memories"]
-    ]}
+    stored = {
+        (x.thread, x.position): x
+        for x in [Memory.from_dict(d) for d in mem.export(namespace="ops")["memories"]]
+    }
     assert [stored["notes.md", i].content for i in range(len(expected))] == expected
     rota = stored["sub/rota.txt", 0]
     assert rota.content == "Dmitri is on call."
@@ -152,7 +157,10 @@ def test_reingesting_adds_nothing_and_a_change_adds_only_the_change(
     clock.advance(days=1)
     again = ingest_path(mem, root)
     assert (again.files, again.chunks, again.new, again.unchanged) == (
-        2, first.chunks, 0, first.new
+        2,
+        first.chunks,
+        0,
+        first.new,
     )
     assert len(all_memories(mem)) == first.new
 
@@ -164,12 +172,15 @@ def test_reingesting_adds_nothing_and_a_change_adds_only_the_change(
 def test_binary_non_utf8_empty_and_missing_files_are_skipped(
     mem: StellarMemory, tmp_path: Path
 ) -> None:
-    root = write(tmp_path, {
-        "good.md": "# Fine\n\nPlain text.",
-        "blob.txt": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR",
-        "latin.md": "Tromsø café".encode("latin-1"),
-        "blank.md": "\n  \n",
-    })
+    root = write(
+        tmp_path,
+        {
+            "good.md": "# Fine\n\nPlain text.",
+            "blob.txt": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR",
+            "latin.md": "Tromsø café".encode("latin-1"),
+            "blank.md": "\n  \n",
+        },
+    )
     result = ingest_path(mem, root)
     assert (result.files, result.chunks, result.new) == (1, 1, 1)
     reasons = dict(result.skipped)
@@ -185,10 +196,16 @@ def test_binary_non_utf8_empty_and_missing_files_are_skipped(
 
 
 def test_extension_filter_and_hidden_directories(mem: StellarMemory, tmp_path: Path) -> None:
-    root = write(tmp_path, {
-        "a.md": "Alpha.", "b.TXT": "Bravo.", "c.rst": "Charlie.", ".git/d.md": "Delta.",
-        "sub/e.md": "Echo.",
-    })
+    root = write(
+        tmp_path,
+        {
+            "a.md": "Alpha.",
+            "b.TXT": "Bravo.",
+            "c.rst": "Charlie.",
+            ".git/d.md": "Delta.",
+            "sub/e.md": "Echo.",
+        },
+    )
     only_md = ingest_path(mem, root, extensions=(".md",))
     assert (only_md.files, only_md.skipped) == (2, [])
     assert sorted(x.thread or "" for x in all_memories(mem)) == ["a.md", "sub/e.md"]

@@ -14,7 +14,10 @@ ZONES = ("Core", "Inner", "Outer", "Belt", "Cloud")
 def run_demo(home: Path) -> str:
     proc = subprocess.run(
         [sys.executable, "-m", "examples.demo", "--home", str(home)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout

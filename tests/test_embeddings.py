@@ -1,4 +1,4 @@
-"""Embedders: the local model, the cache, and the OpenAI-compatible client against a loopback server."""
+"""Embedders: the local model, the cache, and the OpenAI-compatible client over loopback HTTP."""
 
 from __future__ import annotations
 
@@ -47,8 +47,9 @@ class EmbeddingsHandler(BaseHTTPRequestHandler):
         )
         if self.path != "/v1/embeddings":
             return self._send(404, {"error": {"message": "not found"}})
-        if srv.mode == "slow":
+        if srv.mode == "slow":  # answer nothing until the test is over
             srv.release.wait(10)
+            return None
         if srv.mode in ("500", "401", "429", "404"):
             return self._send(int(srv.mode), {"error": {"message": f"failing with {srv.mode}"}})
         if srv.mode == "broken":
@@ -104,7 +105,7 @@ class EmbeddingsServer(ThreadingHTTPServer):
 @pytest.fixture
 def server() -> Iterator[EmbeddingsServer]:
     srv = EmbeddingsServer()
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield srv
     srv.release.set()

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
-from prefect import Flow
+from prefect import Flow, flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.flows import load_flow_from_entrypoint
@@ -59,16 +59,40 @@ def test_reorbit_flow_returns_counts_per_namespace(
     result = reorbit_flow(home=str(home))
 
     assert result == {
-        "default": {"scored": 2, "moved_inward": 0, "moved_outward": 0, "forgotten": 0,
-                    "purged": 0, "zones": zones(inner=2)},
-        "fleet": {"scored": 2, "moved_inward": 0, "moved_outward": 1, "forgotten": 1,
-                  "purged": 0, "zones": zones(inner=1)},
+        "default": {
+            "scored": 2,
+            "moved_inward": 0,
+            "moved_outward": 0,
+            "forgotten": 0,
+            "purged": 0,
+            "zones": zones(inner=2),
+        },
+        "fleet": {
+            "scored": 2,
+            "moved_inward": 0,
+            "moved_outward": 1,
+            "forgotten": 1,
+            "purged": 0,
+            "zones": zones(inner=1),
+        },
     }
     assert reorbit_flow(namespaces=["fleet", "nobody"], home=str(home)) == {
-        "fleet": {"scored": 1, "moved_inward": 0, "moved_outward": 0, "forgotten": 0,
-                  "purged": 0, "zones": zones(inner=1)},
-        "nobody": {"scored": 0, "moved_inward": 0, "moved_outward": 0, "forgotten": 0,
-                   "purged": 0, "zones": zones()},
+        "fleet": {
+            "scored": 1,
+            "moved_inward": 0,
+            "moved_outward": 0,
+            "forgotten": 0,
+            "purged": 0,
+            "zones": zones(inner=1),
+        },
+        "nobody": {
+            "scored": 0,
+            "moved_inward": 0,
+            "moved_outward": 0,
+            "forgotten": 0,
+            "purged": 0,
+            "zones": zones(),
+        },
     }
 
 
@@ -88,13 +112,21 @@ class FlakyMemory:
 
 def test_reorbit_task_retries_transient_errors_only(prefect_api: str) -> None:
     task = reorbit_namespace.with_options(retry_delay_seconds=0)
+
+    def run(memory: FlakyMemory) -> ReorbitReport:
+        @flow
+        def reorbit_ops() -> ReorbitReport:
+            return task(memory, "ops")  # type: ignore[arg-type]
+
+        return reorbit_ops()
+
     flaky = FlakyMemory(EmbeddingError("timeout"), EmbeddingError("timeout"))
-    assert task(flaky, "ops").namespace == "ops"  # type: ignore[arg-type]
+    assert run(flaky).namespace == "ops"
     assert flaky.calls == 3  # two retries
 
     broken = FlakyMemory(ValidationError("bad namespace"))
     with pytest.raises(ValidationError):
-        task(broken, "ops")  # type: ignore[arg-type]
+        run(broken)
     assert broken.calls == 1  # a permanent error is not retried
 
 
@@ -129,8 +161,11 @@ def test_prefect_yaml_deploys_to_a_real_server(prefect_api: str) -> None:
         client.create_work_pool(WorkPoolCreate(name="stellar-process", type="process"))
     proc = subprocess.run(
         [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
-        cwd=ROOT, env={**os.environ, "PREFECT_API_URL": prefect_api},
-        capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        env={**os.environ, "PREFECT_API_URL": prefect_api},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     with get_client(sync_client=True) as client:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from stellar_core import RecallHit, Settings, Zone
+from stellar_core import RecallHit, Settings, ValidationError, Zone
 from stellar_core.clock import DAY
 
 FACTS = [
@@ -90,7 +90,22 @@ def test_hits_are_ranked_recall_hits_naming_their_arms(mem, facts):
     assert len({h.memory.id for h in hits}) == len(hits)
 
 
-def test_exact_outer_match_beats_vague_core_memory(mem):
+@pytest.mark.parametrize(
+    "fusion",
+    [
+        "score",
+        pytest.param(
+            "rrf",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="bug: with fusion='rrf' adjacent ranks differ by ~1.6% while the zone and "
+                "recency boosts reach 10%, so a vague Core memory outranks the exact Outer match",
+            ),
+        ),
+    ],
+)
+def test_exact_outer_match_beats_vague_core_memory(open_memory, fusion):
+    mem = open_memory(settings=Settings(fusion=fusion))
     vague = mem.store("The team relies on several cloud providers for hosting.", importance=1.0)
     exact = mem.store("The billing API is hosted on AWS in eu-west-1.", importance=0.0)
     mem.store_many(CHATTER[:8])
@@ -155,6 +170,8 @@ def test_time_filters_use_creation_time(mem, clock):
     assert found(since=second, until=second + 1) == {"second"}  # since inclusive
     assert found(until=second) == {"first"}  # until exclusive
     assert found(since=int(second) + 5 * 86_400, until=datetime.fromtimestamp(second, UTC)) == set()
+    with pytest.raises(ValidationError):
+        mem.recall("weekly report", since=datetime(2024, 1, 1))  # naive: ambiguous
 
 
 def test_source_type_filter(mem):
@@ -171,6 +188,12 @@ def test_source_type_filter(mem):
 def test_k_limits_the_count(mem, k):
     mem.store_many([f"Shopping list item {i}: apples" for i in range(12)])
     assert len(mem.recall("apples on the shopping list", k=k)) == k
+
+
+@pytest.mark.parametrize("k", [0, -1, 1001, 2.5, True])
+def test_invalid_k_is_refused(mem, k):
+    with pytest.raises(ValidationError):
+        mem.recall("anything", k=k)
 
 
 # --- graph expansion ------------------------------------------------------------------------
@@ -227,11 +250,28 @@ def test_thread_neighbours_find_a_reply_that_lacks_the_query_words(open_memory, 
             turns = turns[1:]
         mem.store_many([{"content": t, "thread": thread} for t in turns], namespace=ns)
 
-    found = {h.memory.content: h for h in mem.recall("whose car is it", namespace="talk")}
-    assert reply in found
-    assert {"thread", "lexical"} & set(found[reply].via)
-    loose = {h.memory.content: h for h in mem.recall("whose car is it", namespace="loose")}
-    assert reply not in loose
+    talk = mem.recall("whose car is it", namespace="talk")  # default k
+    assert reply in contents(talk)
+    in_thread = contents(talk).index(reply)
+    assert {"thread", "lexical"} & set(talk[in_thread].via)
+
+    loose = mem.recall("whose car is it", namespace="loose", k=len(CHATTER) + 2)
+    alone = contents(loose).index(reply)
+    assert loose[alone].via == ("vector",)  # its own words match nothing
+    assert alone > in_thread
+
+
+def test_thread_arm_adds_a_neighbour_the_vector_arm_missed(open_memory):
+    mem = open_memory(settings=Settings(recall_candidates=1))  # 3 * k vector candidates
+    mem.store_many(CHATTER + FACTS)
+    question, reply, _ = mem.store_many(
+        [{"content": t, "thread": "dinner"}
+         for t in ("Whose red car is parked outside?", "Yes, it was my sister's.",
+                   "Anyway, dinner is ready.")]
+    )
+    hits = {h.memory.id: h for h in mem.recall("who owns the vehicle out front", k=5)}
+    assert hits[reply.id].via == ("thread",)
+    assert hits[reply.id].relevance < hits[question.id].relevance
 
 
 # --- recall statistics -----------------------------------------------------------------------

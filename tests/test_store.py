@@ -65,8 +65,10 @@ def test_every_field_survives_reopening(open_memory, clock, tmp_path: Path) -> N
     clock.advance(days=1)
     hits = mem.recall("where is the deploy key kept?", k=1)
     assert hits[0].memory.id == stored.id
-    mem.flush()
+    clock.advance(days=20)
+    mem.reorbit()  # flushes the recall, rescores and rezones
     before = mem.get(stored.id)
+    assert (before.score, before.zone) != (stored.score, stored.zone)
     mem.close()
 
     again = open_memory(path).get(stored.id)
@@ -82,15 +84,27 @@ def test_every_field_survives_reopening(open_memory, clock, tmp_path: Path) -> N
     }
     assert again.source == src
     assert (again.thread, again.position) == ("handbook", 7)
-    assert again.zone == stored.zone and again.score == stored.score
+    assert (again.zone, again.score) == (before.zone, before.score)
     assert again.recall_count == 1
     assert again.created_at == stored.created_at == again.updated_at
-    assert again.last_recalled_at == clock.now()
-    assert again.last_access_at == clock.now()
+    assert again.last_recalled_at == again.last_access_at == stored.created_at + 86_400
     assert again.origin_agent == "agent-7"
     assert again.hlc == stored.hlc and again.hlc
     assert again.vector_clock == {"agent-7": 1}
     assert again.namespace == "default" and not again.forgotten
+
+
+def test_recall_statistics_are_written_on_close(open_memory, clock, tmp_path: Path) -> None:
+    path = tmp_path / "stats.db"
+    mem = open_memory(path)
+    x = mem.store("the fire exit is behind the kitchen")
+    clock.advance(days=3)
+    mem.recall("where is the fire exit?", k=1)
+    mem.recall("fire exit kitchen", k=1)
+    mem.close()  # no explicit flush
+    again = open_memory(path).get(x.id)
+    assert again.recall_count == 2
+    assert again.last_recalled_at == again.last_access_at == clock.now()
 
 
 def test_updated_fields_survive_reopening(open_memory, clock, tmp_path: Path) -> None:
@@ -116,12 +130,20 @@ def test_principal_object_is_origin_agent(mem: StellarMemory) -> None:
     assert mem.store("instance default agent").origin_agent == mem.principal.id == "local"
 
 
+def test_instance_agent_is_origin_agent(open_memory) -> None:
+    mem = open_memory(agent="bot-1")
+    x = mem.store("stored by the instance's agent")
+    assert (x.origin_agent, x.vector_clock) == ("bot-1", {"bot-1": 1})
+
+
 # --- namespaces -----------------------------------------------------------------------------------
 
 
 def test_namespaces_are_a_hard_partition(mem: StellarMemory) -> None:
-    a1 = mem.store("the staging database password rotates monthly", namespace="a")
-    a2 = mem.store("the production cluster runs in eu-west", namespace="a")
+    a1, a2 = mem.store_many(
+        ["the staging database password rotates monthly", "the production cluster runs in eu-west"],
+        namespace="a",
+    )
     mem.link(a1.id, a2.id, namespace="a")
 
     for call in (
@@ -137,9 +159,8 @@ def test_namespaces_are_a_hard_partition(mem: StellarMemory) -> None:
     assert (b.memories, b.links, b.forgotten) == (0, 0, 0)
     a = mem.stats(namespace="a")
     assert (a.memories, a.links) == (2, 1)
-    assert (
-        mem.get(a1.id, namespace="a").importance == 0.5
-    )  # the failed update in "b" changed nothing
+    # the refused update in "b" changed nothing
+    assert mem.get(a1.id, namespace="a").importance == 0.5
     assert mem.namespaces() == ["a"]
 
 
@@ -302,8 +323,6 @@ def test_update_changes_only_the_given_fields(mem: StellarMemory, clock) -> None
         "created_at",
         "recall_count",
         "origin_agent",
-        "zone",
-        "score",
     ):
         assert getattr(b, field) == getattr(a, field), field
     assert b.updated_at == a.updated_at + 30
@@ -330,8 +349,7 @@ def test_update_content_reembeds_and_reindexes(mem: StellarMemory) -> None:
 
 
 def test_update_into_a_duplicate_is_refused(mem: StellarMemory) -> None:
-    a = mem.store("one")
-    b = mem.store("two")
+    a, b = mem.store_many(["one", "two"])
     with pytest.raises(ValidationError):
         mem.update(b.id, content="one")
     assert mem.get(b.id) == b
@@ -368,7 +386,7 @@ def test_forget(mem: StellarMemory, clock) -> None:
 
 
 def test_links_are_typed_weighted_and_directed(mem: StellarMemory) -> None:
-    a, b, c = (mem.store(t).id for t in ("alpha fact", "beta fact", "gamma fact"))
+    a, b, c = (x.id for x in mem.store_many(["alpha fact", "beta fact", "gamma fact"]))
     ab = mem.link(a, b, kind="supports", weight=0.7)
     assert (ab.source_id, ab.target_id, ab.kind, ab.weight) == (a, b, "supports", 0.7)
     mem.link(a, b, kind="related", weight=0.2)
@@ -397,20 +415,19 @@ def test_links_are_typed_weighted_and_directed(mem: StellarMemory) -> None:
 def test_links_survive_reopening(open_memory, tmp_path: Path) -> None:
     path = tmp_path / "links.db"
     mem = open_memory(path)
-    a, b = mem.store("left").id, mem.store("right").id
+    a, b = (x.id for x in mem.store_many(["left", "right"]))
     made = mem.link(a, b, kind="next", weight=0.5)
     mem.close()
     assert open_memory(path).links(a) == [made]
 
 
 def test_link_across_namespaces_or_to_forgotten_is_refused(mem: StellarMemory) -> None:
-    a = mem.store("in namespace a", namespace="a").id
+    a, a2 = (x.id for x in mem.store_many(["in namespace a", "another in a"], namespace="a"))
     b = mem.store("in namespace b", namespace="b").id
     with pytest.raises(NotFoundError):
         mem.link(a, b, namespace="a")
     with pytest.raises(NotFoundError):
         mem.link(a, b, namespace="b")
-    a2 = mem.store("another in a", namespace="a").id
     mem.forget(a2, namespace="a")
     with pytest.raises(NotFoundError):
         mem.link(a, a2, namespace="a")
@@ -420,11 +437,30 @@ def test_link_across_namespaces_or_to_forgotten_is_refused(mem: StellarMemory) -
 
 
 def test_links_of_a_forgotten_memory_disappear(mem: StellarMemory) -> None:
-    a, b, c = (mem.store(t).id for t in ("one", "two", "three"))
+    a, b, c = (x.id for x in mem.store_many(["one", "two", "three"]))
     mem.link(a, b)
     mem.link(a, c)
     mem.forget(b)
     assert [x.target_id for x in mem.links(a)] == [c]
+
+
+@pytest.mark.xfail(strict=True, reason="bug: stats() counts links whose end is a tombstone")
+def test_stats_counts_only_live_links(mem: StellarMemory) -> None:
+    a, b, c = (x.id for x in mem.store_many(["one", "two", "three"]))
+    mem.link(a, b)
+    mem.link(a, c)
+    mem.forget(c)
+    assert len(mem.links(a)) == len(mem.export()["links"]) == 1
+    assert mem.stats().links == 1
+
+
+@pytest.mark.xfail(strict=True, reason="bug: link() returns created_at=now for an existing edge")
+def test_relink_returns_the_stored_edge(mem: StellarMemory, clock) -> None:
+    a, b = (x.id for x in mem.store_many(["left side", "right side"]))
+    mem.link(a, b, weight=0.9)
+    clock.advance(days=1)
+    again = mem.link(a, b, weight=0.5)
+    assert mem.links(a) == [again]
 
 
 # --- change log -----------------------------------------------------------------------------------
@@ -469,7 +505,7 @@ def test_every_write_is_in_the_change_log(mem: StellarMemory) -> None:
 def test_change_log_hlc_increases(mem: StellarMemory) -> None:
     a = mem.store("tick")
     mem.update(a.id, importance=0.2)
-    mem.update(a.id, importance=0.3)  # the stepping clock has not moved: the counter must
+    mem.update(a.id, importance=0.3)  # same millisecond: the HLC counter orders them
     with mem.db.read() as conn:
         stamps = list(conn.execute(sa.select(changes.c.hlc).order_by(changes.c.seq)).scalars())
     assert stamps == sorted(stamps) and len(set(stamps)) == 3

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -167,13 +166,14 @@ def ingest_path(
     if path.is_dir():
         root = path
         files = sorted(
-            p for p in path.rglob("*")
-            if p.is_file() and p.suffix.lower() in wanted
+            p
+            for p in path.rglob("*")
+            if p.is_file()
+            and p.suffix.lower() in wanted
             and not any(part.startswith(".") for part in p.relative_to(path).parts)
         )
     else:
         root, files = path.parent, [path]
-    run = uuid.uuid4().hex  # marks the memories this run created, to tell new from unchanged
     n_files = n_chunks = n_new = n_unchanged = 0
     skipped: list[tuple[str, str]] = []
     for file in files:
@@ -186,13 +186,18 @@ def ingest_path(
             skipped.append((rel, reason))
             continue
         chunks = chunk_markdown(text, max_chars)
-        # file_hash: sha256 of the file's text (newlines normalised), for change detection.
-        meta = {"file_hash": hashlib.sha256(text.encode()).hexdigest(), "ingest_run": run}
+        file_hash = hashlib.sha256(text.encode()).hexdigest()
+        before = {m.id for m in mem.thread(rel, namespace=namespace)}
         now = mem.clock.now()
         items = [
-            {"content": chunk, "importance": importance, "thread": rel, "position": i,
-             "metadata": meta,
-             "source": {"type": "file", "url": rel, "chunk": i, "ingested_at": now}}
+            {
+                "content": chunk,
+                "importance": importance,
+                "thread": rel,
+                "position": i,
+                "metadata": {"file_hash": file_hash},
+                "source": {"type": "file", "url": rel, "chunk": i, "ingested_at": now},
+            }
             for i, chunk in enumerate(chunks)
         ]
         try:
@@ -200,10 +205,10 @@ def ingest_path(
         except ValidationError as exc:  # e.g. a path too long to be a thread name
             skipped.append((rel, str(exc)))
             continue
-        distinct = {m.id: m for m in stored}.values()
-        created = sum(1 for m in distinct if m.metadata.get("ingest_run") == run)
+        distinct = {m.id for m in stored}
         n_files, n_chunks = n_files + 1, n_chunks + len(chunks)
-        n_new, n_unchanged = n_new + created, n_unchanged + len(distinct) - created
+        n_new += len(distinct - before)
+        n_unchanged += len(distinct & before)
     return IngestResult(n_files, n_chunks, n_new, n_unchanged, skipped)
 
 

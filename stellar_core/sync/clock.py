@@ -29,6 +29,15 @@ class HybridLogicalClock:
                 self._counter += 1
             return f"{self._ms:013d}.{self._counter:05d}"
 
+    def observe(self, stamp: str) -> None:
+        """Move past a timestamp seen elsewhere (another process, a stored change)."""
+        if not stamp:
+            return
+        ms, counter = (int(x) for x in stamp.split("."))
+        with self._lock:
+            if (ms, counter) > (self._ms, self._counter):
+                self._ms, self._counter = ms, counter
+
 
 def bump(vector_clock: dict[str, int], agent: str) -> dict[str, int]:
     """The vector clock after one more change by ``agent``."""
