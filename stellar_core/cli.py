@@ -147,9 +147,7 @@ def _describe(memory: dict[str, Any]) -> str:
         "created": created.isoformat(timespec="seconds") if created else "",
         "tags": ", ".join(memory["tags"]),
         "thread": "" if memory["thread"] is None else f"{memory['thread']} #{memory['position']}",
-        "metadata": json.dumps(memory["metadata"], ensure_ascii=False)
-        if memory["metadata"]
-        else "",
+        "metadata": json.dumps(memory["metadata"], ensure_ascii=False) if memory["metadata"] else "",
     }
     head = [f"{k:<11}{v}" for k, v in fields.items() if v]
     return "\n".join([*head, "", memory["content"]])
@@ -225,9 +223,7 @@ def _global_options(suppress: bool) -> argparse.ArgumentParser:
         help="namespace to work in (default from settings)",
     )
     p.add_argument("--agent", metavar="ID", default=default(None), help="acting agent id")
-    p.add_argument(
-        "--json", action="store_true", default=default(False), help="machine-readable JSON output"
-    )
+    p.add_argument("--json", action="store_true", default=default(False), help="machine-readable JSON output")
     return p
 
 
@@ -291,9 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     try:
         _read_input(args)
-        with StellarMemory(
-            args.db, namespace=args.namespace, agent=args.agent, background=False
-        ) as mem:
+        with StellarMemory(args.db, namespace=args.namespace, agent=args.agent, background=False) as mem:
             out = COMMANDS[args.command](mem, args)
     except (StellarError, UnicodeDecodeError) as exc:
         return _fail(str(exc))

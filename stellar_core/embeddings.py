@@ -61,9 +61,7 @@ def _packaged_model_path(name: str) -> str | None:
 class SentenceTransformerEmbedder:
     """A local sentence-transformers model, loaded on first use (importing torch is slow)."""
 
-    def __init__(
-        self, model: str = DEFAULT_MODEL, batch_size: int = 64, device: str = "cpu"
-    ) -> None:
+    def __init__(self, model: str = DEFAULT_MODEL, batch_size: int = 64, device: str = "cpu") -> None:
         self._name = model
         self._batch_size = batch_size
         self._device = device
@@ -77,10 +75,7 @@ class SentenceTransformerEmbedder:
     @property
     def dim(self) -> int:
         model = self._load()
-        get_dim = (
-            getattr(model, "get_embedding_dimension", None)
-            or model.get_sentence_embedding_dimension
-        )
+        get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         return int(get_dim())
 
     def _load(self) -> Any:
@@ -97,9 +92,7 @@ class SentenceTransformerEmbedder:
                 try:
                     self._model = SentenceTransformer(local or self._name, device=self._device)
                 except OSError as exc:
-                    raise ConfigurationError(
-                        f"cannot load embedding model {self._name!r}: {exc}"
-                    ) from exc
+                    raise ConfigurationError(f"cannot load embedding model {self._name!r}: {exc}") from exc
             return self._model
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
@@ -126,9 +119,7 @@ class OpenAIEmbedder:
         batch_size: int = 64,
     ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.Client(
-            base_url=base_url.rstrip("/") + "/", headers=headers, timeout=timeout
-        )
+        self._client = httpx.Client(base_url=base_url.rstrip("/") + "/", headers=headers, timeout=timeout)
         self._name = model
         self._batch_size = batch_size
         self._dim: int | None = None
@@ -171,9 +162,7 @@ class OpenAIEmbedder:
         except (ValueError, KeyError, TypeError) as exc:
             raise EmbeddingError(f"embeddings API sent an unreadable answer: {exc}") from exc
         if len(vectors) != len(batch):
-            raise EmbeddingError(
-                f"embeddings API returned {len(vectors)} vectors for {len(batch)} texts"
-            )
+            raise EmbeddingError(f"embeddings API returned {len(vectors)} vectors for {len(batch)} texts")
         return vectors
 
     def close(self) -> None:
@@ -206,7 +195,8 @@ class CachedEmbedder:
                 self._cache.move_to_end(k)
         missing = list(dict.fromkeys(k for k in keys if k not in found))
         if missing:
-            first = {k: t for k, t in zip(keys, texts, strict=True) if k in set(missing)}
+            wanted = set(missing)
+            first = {k: t for k, t in zip(keys, texts, strict=True) if k in wanted}
             vectors = self.inner.embed([first[k] for k in missing])
             self.calls += len(missing)
             new = dict(zip(missing, vectors, strict=True))
@@ -233,6 +223,5 @@ def embedder_from_settings(s: Settings) -> Embedder:
             s.embedding_batch_size,
         )
     raise ConfigurationError(
-        f"unknown embedding provider {s.embedding_provider!r}; "
-        "use 'sentence-transformers' or 'openai'"
+        f"unknown embedding provider {s.embedding_provider!r}; use 'sentence-transformers' or 'openai'"
     )

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from stellar_core.clock import DAY
 from stellar_core.models import ReorbitReport, Zone
 from stellar_core.scoring import BOUNDED, ZonePolicy, forget_after_days, score_sql
+from stellar_core.search import lexical
 from stellar_core.settings import Settings
 from stellar_core.store.dialect import SqliteDialect
 from stellar_core.store.records import live, m
@@ -103,9 +104,7 @@ def _rezone(conn: sa.Connection, namespace: str, policy: ZonePolicy) -> tuple[in
             sa.func.sum(sa.case((new_order > order, 1), else_=0)),
         ).select_from(memories.join(ranked, ranked.c.seq == m.seq))
     ).one()
-    conn.execute(
-        memories.update().where(m.seq == ranked.c.seq, m.zone != new_zone).values(zone=new_zone)
-    )
+    conn.execute(memories.update().where(m.seq == ranked.c.seq, m.zone != new_zone).values(zone=new_zone))
     return int(moves[0] or 0), int(moves[1] or 0)
 
 
@@ -128,11 +127,11 @@ def _forget(
             (now - m.last_access_at) >= idle_limit,
         )
         .values(deleted_at=now)
-        .returning(m.seq, m.id, m.vector_clock)
+        .returning(m.seq, m.id, m.vector_clock, m.thread, m.position)
     ).all()
     if not rows:
         return 0
-    stamps = [(seq, mid, hlc(), bump(vc or {}, agent)) for seq, mid, vc in rows]
+    stamps = [(seq, mid, hlc(), bump(vc or {}, agent)) for seq, mid, vc, _, _ in rows]
     conn.execute(
         memories.update()
         .where(m.seq == sa.bindparam("b_seq"))
@@ -140,6 +139,10 @@ def _forget(
         [{"b_seq": seq, "b_hlc": h, "b_vc": vc} for seq, _, h, vc in stamps],
     )
     dialect.text_index_drop(conn, [r[0] for r in rows])
+    # Their words must also leave the thread context of their neighbours.
+    places = [(t, p) for *_, t, p in rows if t is not None and p is not None]
+    around = lexical.neighbours(conn, namespace, places, s.thread_context_window)
+    lexical.reindex(conn, dialect, namespace, around, s.thread_context_window)
     outbox.record(
         conn,
         [
@@ -159,9 +162,7 @@ def _forget(
     return len(rows)
 
 
-def _purge(
-    conn: sa.Connection, namespace: str, s: Settings, now: float, agent: str, hlc: ChangeStamp
-) -> int:
+def _purge(conn: sa.Connection, namespace: str, s: Settings, now: float, agent: str, hlc: ChangeStamp) -> int:
     rows = conn.execute(
         memories.delete()
         .where(
@@ -174,9 +175,7 @@ def _purge(
     ids = [r[0] for r in rows]
     for i in range(0, len(ids), 900):
         chunk = ids[i : i + 900]
-        conn.execute(
-            links.delete().where(sa.or_(links.c.source_id.in_(chunk), links.c.target_id.in_(chunk)))
-        )
+        conn.execute(links.delete().where(sa.or_(links.c.source_id.in_(chunk), links.c.target_id.in_(chunk))))
     outbox.record(
         conn,
         [

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
+from stellar_core import graph, writes
 from stellar_core import validation as check
 from stellar_core.clock import Clock, SystemClock
 from stellar_core.embeddings import CachedEmbedder, Embedder, embedder_from_settings
@@ -28,15 +28,15 @@ from stellar_core.models import (
     Stats,
     Zone,
 )
-from stellar_core.scoring import ZonePolicy, memory_score
+from stellar_core.scoring import ZonePolicy
 from stellar_core.search import lexical
 from stellar_core.search.indexes import VectorIndexes
 from stellar_core.search.recall import Filters
 from stellar_core.search.recall import recall as recall_pass
 from stellar_core.settings import Settings
 from stellar_core.store.engine import Database
-from stellar_core.store.records import fetch, live, m, put_tags, to_row, vector_to_blob
-from stellar_core.store.schema import changes, links, memories, memory_tags, meta, namespace_config
+from stellar_core.store.records import fetch, live, m, put_tags, vector_to_blob
+from stellar_core.store.schema import changes, memories, memory_tags, meta, namespace_config
 from stellar_core.sync import outbox
 from stellar_core.sync.clock import HybridLogicalClock, bump
 from stellar_core.validation import Draft
@@ -70,7 +70,7 @@ class StellarMemory:
         if location is not None:
             s = s.model_copy(update={"database_url": _url_for(location)})
         self.settings = s
-        self.namespace = check.namespace(namespace or s.namespace)
+        self.namespace = check.namespace(s.namespace if namespace is None else namespace)
         self.principal = check.principal(agent, Principal(s.agent_id))
         self.clock: Clock = clock or SystemClock()
         self._hlc = HybridLogicalClock(self.clock)
@@ -147,7 +147,8 @@ class StellarMemory:
     ) -> list[Memory]:
         """Store a batch in one transaction: texts, or mappings of ``store`` keyword arguments."""
         ns, who = self._ns(namespace), self._who(principal)
-        drafts = [check.draft(item, self.settings.max_content_chars) for item in items]
+        limit = self.settings.max_content_chars
+        drafts = [check.draft(item, limit) for item in check.items(items)]
         if not drafts:
             return []
         vectors = self._embed_for_store(drafts)
@@ -155,7 +156,13 @@ class StellarMemory:
         for attempt in range(2):
             try:
                 with self.db.write() as conn:
-                    return self._insert(conn, ns, who, drafts, vectors, policy)
+                    now = self.clock.now()
+                    out, new = writes.from_drafts(
+                        conn, ns, who, drafts, policy, self.settings, now, self._hlc.tick
+                    )
+                    rows = [(out[i], vectors[i]) for i in new]
+                    writes.insert(conn, self.db.dialect, who, rows, "store", now, self._window)
+                    return out
             except sa.exc.IntegrityError:
                 if attempt:  # a concurrent writer stored the same content; pick it up
                     raise
@@ -203,12 +210,8 @@ class StellarMemory:
                 conn.execute(memory_tags.delete().where(memory_tags.c.memory_seq == seq))
                 put_tags(conn, ((seq, t) for t in new_tags))
             if content is not None:
-                lexical.reindex(
-                    conn, self.db.dialect, ns, [seq], self.settings.thread_context_window
-                )
-            changed = sorted(
-                k for k in values if k not in ("embedding", "updated_at", "last_access_at")
-            )
+                lexical.reindex(conn, self.db.dialect, ns, [seq], self.settings.thread_context_window)
+            changed = sorted(k for k in values if k not in ("embedding", "updated_at", "last_access_at"))
             updated = fetch(conn, m.seq == seq)[seq]
             payload = {k: v for k, v in updated.to_dict().items() if k in changed or k == "tags"}
             self._record(conn, ns, memory_id, "update", who, updated.hlc, vc, payload, now)
@@ -229,18 +232,14 @@ class StellarMemory:
             seq = self._seq(conn, memory_id)
             vc, stamp = bump(current.vector_clock, who.id), self._hlc.tick()
             conn.execute(
-                memories.update()
-                .where(m.seq == seq)
-                .values(deleted_at=now, hlc=stamp, vector_clock=vc)
+                memories.update().where(m.seq == seq).values(deleted_at=now, hlc=stamp, vector_clock=vc)
             )
             self.db.dialect.text_index_drop(conn, [seq])
-            neighbours = self._thread_neighbours(conn, ns, current)
-            lexical.reindex(
-                conn, self.db.dialect, ns, neighbours, self.settings.thread_context_window
-            )
-            self._record(
-                conn, ns, memory_id, "forget", who, stamp, vc, {"reason": "requested"}, now
-            )
+            th, pos = current.thread, current.position
+            place = [(th, pos)] if th is not None and pos is not None else []
+            neighbours = lexical.neighbours(conn, ns, place, self._window)
+            lexical.reindex(conn, self.db.dialect, ns, neighbours, self.settings.thread_context_window)
+            self._record(conn, ns, memory_id, "forget", who, stamp, vc, {"reason": "requested"}, now)
         return replace(current, deleted_at=now, hlc=stamp, vector_clock=vc)
 
     def link(
@@ -263,25 +262,11 @@ class StellarMemory:
         with self.db.write() as conn:
             src = self._live(conn, ns, source_id)
             self._live(conn, ns, target_id)
-            row = {
-                "namespace": ns,
-                "source_id": source_id,
-                "target_id": target_id,
-                "kind": kind,
-                "weight": w,
-                "created_at": now,
-            }
-            ins = self.db.dialect.insert(links).values(**row)
-            conn.execute(
-                ins.on_conflict_do_update(
-                    index_elements=["source_id", "target_id", "kind"], set_={"weight": w}
-                )
-            )
+            link = graph.put(conn, self.db.dialect, ns, Link(source_id, target_id, kind, w, now))
             payload = {"target_id": target_id, "kind": kind, "weight": w}
-            self._record(
-                conn, ns, source_id, "link", who, self._hlc.tick(), src.vector_clock, payload, now
-            )
-        return Link(source_id, target_id, kind, w, now)
+            stamp = self._hlc.tick()
+            self._record(conn, ns, source_id, "link", who, stamp, src.vector_clock, payload, now)
+        return link
 
     def configure_zones(
         self,
@@ -302,9 +287,7 @@ class StellarMemory:
             raise ValidationError(f"invalid zone configuration: {exc}") from exc
         with self.db.write() as conn:
             ins = self.db.dialect.insert(namespace_config).values(namespace=ns, config=config)
-            conn.execute(
-                ins.on_conflict_do_update(index_elements=["namespace"], set_={"config": config})
-            )
+            conn.execute(ins.on_conflict_do_update(index_elements=["namespace"], set_={"config": config}))
         return policy
 
     def reorbit(
@@ -322,13 +305,11 @@ class StellarMemory:
         self._recalls.flush()  # scores must see every recall so far
         ctx = None
         if context is not None:
-            query = self.embedder.embed([check.content(context, self.settings.max_content_chars)])[
-                0
-            ]
+            query = self.embedder.embed([check.content(context, self.settings.max_content_chars)])[0]
             ctx = self._vectors().get(ns).all_similarities(query)
         policy = self.zone_policy(ns)
         with self.db.write() as conn:
-            return reorbit_pass(
+            report = reorbit_pass(
                 conn,
                 self.db.dialect,
                 ns,
@@ -339,6 +320,8 @@ class StellarMemory:
                 self._hlc.tick,
                 ctx,
             )
+            self.db.dialect.refresh_statistics(conn)  # the pass reshaped the table
+        return report
 
     # --- reads -----------------------------------------------------------------------------
     def recall(
@@ -431,34 +414,11 @@ class StellarMemory:
         self._who(principal)
         if direction not in ("out", "in", "both"):
             raise ValidationError("direction must be 'out', 'in' or 'both'")
-        c = links.c
-        ends = {"out": c.source_id == memory_id, "in": c.target_id == memory_id}
-        where = ends[direction] if direction != "both" else sa.or_(*ends.values())
-        q = sa.select(c.source_id, c.target_id, c.kind, c.weight, c.created_at).where(
-            c.namespace == ns, where
-        )
-        if kind is not None:
-            q = q.where(c.kind == kind)
         with self.db.read() as conn:
             self._live(conn, ns, memory_id)
-            alive = set(
-                conn.execute(
-                    sa.select(m.id).where(
-                        live(ns),
-                        m.id.in_(
-                            sa.select(c.source_id)
-                            .where(where)
-                            .union(sa.select(c.target_id).where(where))
-                        ),
-                    )
-                ).scalars()
-            )
-            rows = conn.execute(q.order_by(c.created_at)).all()
-        return [Link(*r) for r in rows if r[0] in alive and r[1] in alive]
+            return graph.edges(conn, ns, memory_id, direction, kind)
 
-    def stats(
-        self, *, namespace: str | None = None, principal: Principal | str | None = None
-    ) -> Stats:
+    def stats(self, *, namespace: str | None = None, principal: Principal | str | None = None) -> Stats:
         """Counts, zone sizes and mean score of a namespace."""
         ns = self._ns(namespace)
         self._who(principal)
@@ -473,12 +433,8 @@ class StellarMemory:
             forgotten = conn.execute(
                 sa.select(sa.func.count()).where(m.namespace == ns, m.deleted_at.is_not(None))
             ).scalar()
-            n_links = conn.execute(
-                sa.select(sa.func.count()).where(links.c.namespace == ns)
-            ).scalar()
-            threads = conn.execute(
-                sa.select(sa.func.count(sa.distinct(m.thread))).where(live(ns))
-            ).scalar()
+            n_links = graph.count(conn, ns)
+            threads = conn.execute(sa.select(sa.func.count(sa.distinct(m.thread))).where(live(ns))).scalar()
         return Stats(
             ns,
             sum(zones.values()),
@@ -492,11 +448,7 @@ class StellarMemory:
     def namespaces(self) -> list[str]:
         """Namespaces that hold at least one live memory."""
         with self.db.read() as conn:
-            q = (
-                sa.select(sa.distinct(m.namespace))
-                .where(m.deleted_at.is_(None))
-                .order_by(m.namespace)
-            )
+            q = sa.select(m.namespace).distinct().where(m.deleted_at.is_(None)).order_by(m.namespace)
             return list(conn.execute(q).scalars())
 
     def zone_policy(self, namespace: str | None = None) -> ZonePolicy:
@@ -511,6 +463,10 @@ class StellarMemory:
     def stamp(self) -> str:
         """A fresh hybrid-logical-clock timestamp of this agent (orders changes across agents)."""
         return self._hlc.tick()
+
+    @property
+    def _window(self) -> int:
+        return self.settings.thread_context_window
 
     # --- internals -------------------------------------------------------------------------
     def _ns(self, namespace: str | None) -> str:
@@ -531,9 +487,7 @@ class StellarMemory:
     def _check_model(self) -> None:
         """Vectors of different models must never mix in one database."""
         with self.db.write() as conn:
-            stored = conn.execute(
-                sa.select(meta.c.value).where(meta.c.key == "embedding_model")
-            ).scalar()
+            stored = conn.execute(sa.select(meta.c.value).where(meta.c.key == "embedding_model")).scalar()
             if stored is None:
                 conn.execute(meta.insert().values(key="embedding_model", value=self.embedder.model))
             elif stored != self.embedder.model:
@@ -553,15 +507,6 @@ class StellarMemory:
     @staticmethod
     def _seq(conn: sa.Connection, memory_id: str) -> int:
         return int(conn.execute(sa.select(m.seq).where(m.id == memory_id)).scalar_one())
-
-    def _thread_neighbours(self, conn: sa.Connection, ns: str, mem: Memory) -> list[int]:
-        if mem.thread is None or mem.position is None:
-            return []
-        w = self.settings.thread_context_window
-        q = sa.select(m.seq).where(
-            live(ns), m.thread == mem.thread, m.position.between(mem.position - w, mem.position + w)
-        )
-        return list(conn.execute(q).scalars())
 
     def _record(
         self,
@@ -605,143 +550,59 @@ class StellarMemory:
         fresh = iter(self.embedder.embed(todo)) if todo else iter(())
         return np.stack(
             [
-                np.frombuffer(known[d.content_hash], dtype="<f4")
-                if d.content_hash in known
-                else next(fresh)
+                np.frombuffer(known[d.content_hash], dtype="<f4") if d.content_hash in known else next(fresh)
                 for d in drafts
             ]
         )
 
-    def _insert(
-        self,
-        conn: sa.Connection,
-        ns: str,
-        who: Principal,
-        drafts: list[Draft],
-        vectors: np.ndarray,
-        policy: ZonePolicy,
-    ) -> list[Memory]:
-        now, s = self.clock.now(), self.settings
-        existing = fetch(
-            conn, sa.and_(live(ns), m.content_hash.in_({d.content_hash for d in drafts}))
-        )
-        by_key = {(x.thread, x.content_hash): x for x in existing.values()}
-        next_pos = self._next_positions(
-            conn, ns, {d.thread for d in drafts if d.thread and d.position is None}
-        )
-        out: list[Memory] = []
-        new: list[tuple[Memory, np.ndarray]] = []
-        for d, vec in zip(drafts, vectors, strict=True):
-            key = (d.thread, d.content_hash)
-            if key not in by_key:
-                pos = d.position
-                if d.thread is not None and pos is None:
-                    pos, next_pos[d.thread] = next_pos[d.thread], next_pos[d.thread] + 1
-                score = memory_score(0, 0.0, d.importance, s)
-                by_key[key] = Memory(
-                    id=uuid.uuid4().hex,
-                    namespace=ns,
-                    content=d.content,
-                    content_hash=d.content_hash,
-                    importance=d.importance,
-                    pinned=d.pinned,
-                    recall_count=0,
-                    created_at=now,
-                    updated_at=now,
-                    last_recalled_at=None,
-                    last_access_at=now,
-                    zone=policy.zone_for(score),
-                    score=score,
-                    tags=d.tags,
-                    metadata=d.metadata,
-                    source=d.source,
-                    thread=d.thread,
-                    position=pos,
-                    origin_agent=who.id,
-                    hlc=self._hlc.tick(),
-                    vector_clock={who.id: 1},
-                )
-                new.append((by_key[key], vec))
-            out.append(by_key[key])
-        self._write(conn, ns, who, new, "store", now)
-        return out
-
-    def _write(
-        self,
-        conn: sa.Connection,
-        ns: str,
-        who: Principal,
-        new: list[tuple[Memory, np.ndarray]],
-        op: str,
-        now: float,
-    ) -> None:
-        """Insert memories with their tags, change events and full-text rows."""
-        if not new:
-            return
-        rows = [{**to_row(x), "embedding": vector_to_blob(vec)} for x, vec in new]
-        seqs = list(
-            conn.execute(
-                memories.insert().returning(m.seq, sort_by_parameter_order=True), rows
-            ).scalars()
-        )
-        put_tags(conn, ((seq, t) for (x, _), seq in zip(new, seqs, strict=True) for t in x.tags))
-        outbox.record(
-            conn,
-            [
-                {
-                    "namespace": ns,
-                    "memory_id": x.id,
-                    "op": op,
-                    "agent": who.id,
-                    "hlc": x.hlc,
-                    "vector_clock": x.vector_clock,
-                    "payload": x.to_dict(),
-                    "created_at": now,
-                }
-                for x, _ in new
-            ],
-        )
-        lexical.reindex(conn, self.db.dialect, ns, seqs, self.settings.thread_context_window)
-
     def restore(
         self,
         items: Iterable[Memory],
+        links: Iterable[Link] = (),
         *,
         namespace: str | None = None,
         principal: Principal | str | None = None,
-    ) -> list[Memory]:
-        """Insert complete memories as they are (ids, times, zones, statistics): imports use it.
+    ) -> ImportReport:
+        """Insert complete memories as they are (ids, times, zones, statistics) and their links.
 
-        Memories whose id or content (same thread) exists already are skipped; the stored ones
-        are returned.
+        All in one transaction, checked whole first. Memories whose id exists already, or whose
+        content exists in the same thread, are skipped; so are links whose ends are not live.
         """
         ns, who = self._ns(namespace), self._who(principal)
         wanted = [replace(x, namespace=ns) for x in items]
+        edges = list(links)
         for x in wanted:
-            check.content(x.content, self.settings.max_content_chars)
-            check.importance(x.importance)
-        vectors = self._embed_for_store(
-            [check.draft({"content": x.content}, self.settings.max_content_chars) for x in wanted]
-        )
+            check.record(x, self.settings.max_content_chars)
+        for e in edges:
+            check.link_record(e)
+        limit = self.settings.max_content_chars
+        vectors = self._embed_for_store([check.draft({"content": x.content}, limit) for x in wanted])
         with self.db.write() as conn:
-            ids = {x.id for x in wanted}
-            taken = set(conn.execute(sa.select(m.id).where(m.id.in_(ids))).scalars())
-            hashes = {x.content_hash for x in wanted}
-            keys = {
-                (t, h)
-                for t, h in conn.execute(
-                    sa.select(m.thread, m.content_hash).where(live(ns), m.content_hash.in_(hashes))
-                )
-            }
-            new = []
+            taken = set(conn.execute(sa.select(m.id).where(m.id.in_({x.id for x in wanted}))).scalars())
+            keys = set(
+                conn.execute(
+                    sa.select(m.thread, m.content_hash).where(
+                        live(ns), m.content_hash.in_({x.content_hash for x in wanted})
+                    )
+                ).tuples()
+            )
+            rows = []
             for x, vec in zip(wanted, vectors, strict=True):
                 if x.id in taken or (x.thread, x.content_hash) in keys or x.forgotten:
                     continue
                 taken.add(x.id)
                 keys.add((x.thread, x.content_hash))
-                new.append((x, vec))
-            self._write(conn, ns, who, new, "import", self.clock.now())
-        return [x for x, _ in new]
+                rows.append((x, vec))
+            now = self.clock.now()
+            writes.insert(conn, self.db.dialect, who, rows, "import", now, self._window)
+            added = graph.put_new(conn, self.db.dialect, ns, edges)
+            outbox.record(conn, [
+                {"namespace": ns, "memory_id": e.source_id, "op": "link", "agent": who.id,
+                 "hlc": self._hlc.tick(), "vector_clock": {}, "created_at": now,
+                 "payload": {"target_id": e.target_id, "kind": e.kind, "weight": e.weight}}
+                for e in added
+            ])  # fmt: skip
+        return ImportReport(ns, len(rows), len(wanted) - len(rows), len(added))
 
     def export(
         self, *, namespace: str | None = None, principal: Principal | str | None = None
@@ -770,18 +631,6 @@ class StellarMemory:
             else None
         )
         return import_namespace(self, document, self._ns(ns), self._who(principal))
-
-    @staticmethod
-    def _next_positions(conn: sa.Connection, ns: str, threads: set[str | None]) -> dict[str, int]:
-        if not threads:
-            return {}
-        q = (
-            sa.select(m.thread, sa.func.max(m.position))
-            .where(m.namespace == ns, m.thread.in_(threads))
-            .group_by(m.thread)
-        )
-        found = dict(conn.execute(q).all())
-        return {t: (found[t] + 1 if found.get(t) is not None else 0) for t in threads if t}
 
 
 def _url_for(location: str | Path) -> str:

@@ -96,7 +96,8 @@ class Memory:
         """Inverse of ``to_dict``."""
         data = dict(data)
         data["zone"] = Zone(data["zone"])
-        data["tags"] = tuple(data.get("tags") or ())
+        tags = data.get("tags") or ()
+        data["tags"] = tuple(tags) if isinstance(tags, list | tuple) else tags  # checked later
         src = data.get("source")
         data["source"] = Source(**src) if src else None
         return cls(**data)

@@ -12,9 +12,8 @@ import sqlalchemy as sa
 
 from stellar_core.errors import ValidationError
 from stellar_core.models import ImportReport, Link, Memory, Principal
-from stellar_core.store.records import fetch, live, m
+from stellar_core.store.records import fetch, live
 from stellar_core.store.schema import links
-from stellar_core.sync import outbox
 
 if TYPE_CHECKING:
     from stellar_core.memory import StellarMemory
@@ -62,37 +61,7 @@ def parse(document: Any) -> tuple[list[Memory], list[Link]]:
     return memories, edges
 
 
-def import_namespace(
-    mem: StellarMemory, document: Any, namespace: str, who: Principal
-) -> ImportReport:
-    """Load an export document into ``namespace`` (validated whole before anything is written)."""
+def import_namespace(mem: StellarMemory, document: Any, namespace: str, who: Principal) -> ImportReport:
+    """Load an export document into ``namespace`` in one transaction, checked whole first."""
     memories, edges = parse(document)
-    stored = mem.restore(memories, namespace=namespace, principal=who)
-    with mem.db.write() as conn:
-        ids = set(conn.execute(sa.select(m.id).where(live(namespace))).scalars())
-        rows = [
-            {"namespace": namespace, **vars(e)}
-            for e in edges
-            if e.source_id in ids and e.target_id in ids
-        ]
-        added = 0
-        if rows:
-            ins = mem.db.dialect.insert(links).on_conflict_do_nothing()
-            added = conn.execute(ins, rows).rowcount
-            outbox.record(
-                conn,
-                [
-                    {
-                        "namespace": namespace,
-                        "memory_id": r["source_id"],
-                        "op": "link",
-                        "agent": who.id,
-                        "hlc": mem.stamp(),
-                        "vector_clock": {},
-                        "payload": {k: r[k] for k in ("target_id", "kind", "weight")},
-                        "created_at": mem.clock.now(),
-                    }
-                    for r in rows
-                ],
-            )
-    return ImportReport(namespace, len(stored), len(memories) - len(stored), max(added, 0))
+    return mem.restore(memories, edges, namespace=namespace, principal=who)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 from itertools import pairwise
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -25,9 +24,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STELLAR_", extra="forbid", frozen=True)
 
     # --- where and who -------------------------------------------------------------------
-    home: Path = Field(
-        default_factory=_default_home, description="Data directory of the embedded default."
-    )
+    home: Path = Field(default_factory=_default_home, description="Data directory of the embedded default.")
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; unset means a SQLite file in `home`."
     )
@@ -48,32 +45,20 @@ class Settings(BaseSettings):
         default="http://127.0.0.1:11434/v1",
         description="Base URL of an OpenAI-compatible embeddings API.",
     )
-    embedding_api_key: str | None = Field(
-        default=None, description="Bearer token for the embeddings API."
-    )
+    embedding_api_key: str | None = Field(default=None, description="Bearer token for the embeddings API.")
     embedding_timeout: float = Field(
         default=30.0, gt=0, description="Seconds before an embeddings request fails."
     )
     embedding_batch_size: int = Field(default=64, ge=1, description="Texts per embedding call.")
-    query_cache_size: int = Field(
-        default=1024, ge=0, description="Query embeddings kept in memory."
-    )
+    query_cache_size: int = Field(default=1024, ge=0, description="Query embeddings kept in memory.")
 
     # --- input limits --------------------------------------------------------------------
-    max_content_chars: int = Field(
-        default=100_000, ge=1, description="Longest content accepted by store()."
-    )
+    max_content_chars: int = Field(default=100_000, ge=1, description="Longest content accepted by store().")
 
     # --- memory function -----------------------------------------------------------------
-    weight_recall: float = Field(
-        default=0.30, ge=0, description="Weight of the log-scaled recall count."
-    )
-    weight_freshness: float = Field(
-        default=0.40, ge=0, description="Weight of freshness since last access."
-    )
-    weight_importance: float = Field(
-        default=0.30, ge=0, description="Weight of caller-given importance."
-    )
+    weight_recall: float = Field(default=0.30, ge=0, description="Weight of the log-scaled recall count.")
+    weight_freshness: float = Field(default=0.40, ge=0, description="Weight of freshness since last access.")
+    weight_importance: float = Field(default=0.30, ge=0, description="Weight of caller-given importance.")
     weight_context: float = Field(
         default=0.25, ge=0, description="Weight of context similarity, when a context is given."
     )
@@ -91,21 +76,11 @@ class Settings(BaseSettings):
     core_threshold: float = Field(default=0.70, description="Lowest score in Core.")
     inner_threshold: float = Field(default=0.50, description="Lowest score in Inner.")
     outer_threshold: float = Field(default=0.30, description="Lowest score in Outer.")
-    belt_threshold: float = Field(
-        default=0.18, description="Lowest score in the Belt; below is Cloud."
-    )
-    core_capacity: int = Field(
-        default=200, ge=0, description="Most memories in Core per namespace."
-    )
-    inner_capacity: int = Field(
-        default=2_000, ge=0, description="Most memories in Inner per namespace."
-    )
-    outer_capacity: int = Field(
-        default=20_000, ge=0, description="Most memories in Outer per namespace."
-    )
-    belt_capacity: int = Field(
-        default=200_000, ge=0, description="Most memories in the Belt per namespace."
-    )
+    belt_threshold: float = Field(default=0.18, description="Lowest score in the Belt; below is Cloud.")
+    core_capacity: int = Field(default=200, ge=0, description="Most memories in Core per namespace.")
+    inner_capacity: int = Field(default=2_000, ge=0, description="Most memories in Inner per namespace.")
+    outer_capacity: int = Field(default=20_000, ge=0, description="Most memories in Outer per namespace.")
+    belt_capacity: int = Field(default=200_000, ge=0, description="Most memories in the Belt per namespace.")
 
     # --- forgetting ----------------------------------------------------------------------
     forget_after_days: float = Field(
@@ -126,16 +101,8 @@ class Settings(BaseSettings):
     recall_candidates: int = Field(
         default=100, ge=1, description="Candidates taken from each index before fusion."
     )
-    fusion: Literal["score", "rrf"] = Field(
-        default="score",
-        description="'score': min-max normalised weighted sum; 'rrf': reciprocal rank.",
-    )
-    lexical_weight: float = Field(
-        default=0.5, ge=0, description="Weight of the lexical arm in fusion."
-    )
-    vector_weight: float = Field(
-        default=0.5, ge=0, description="Weight of the vector arm in fusion."
-    )
+    lexical_weight: float = Field(default=0.5, ge=0, description="Weight of the lexical arm in fusion.")
+    vector_weight: float = Field(default=0.5, ge=0, description="Weight of the vector arm in fusion.")
     thread_context_weight: float = Field(
         default=0.35,
         ge=0,

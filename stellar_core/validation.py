@@ -72,6 +72,10 @@ def content(value: Any, limit: int) -> str:
         )
     if "\x00" in value:
         raise ValidationError("content contains NUL characters (binary data?)")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValidationError(f"content is not valid Unicode text: {exc.reason}") from exc
     return value
 
 
@@ -118,14 +122,26 @@ def metadata(value: Any) -> dict[str, Any]:
 
 
 def source(value: Any) -> Source | None:
-    if value is None or isinstance(value, Source):
-        return value
+    if value is None:
+        return None
     if isinstance(value, Mapping):
         try:
-            return Source(**value)
+            value = Source(**value)
         except TypeError as exc:
             raise ValidationError(f"invalid source {dict(value)!r}: {exc}") from exc
-    raise ValidationError("source must be a Source or a mapping with type, url, chunk, ingested_at")
+    if not isinstance(value, Source):
+        raise ValidationError("source must be a Source or a mapping with type, url, chunk, ingested_at")
+    if not isinstance(value.type, str) or not 0 < len(value.type.strip()) <= 32:
+        raise ValidationError(f"source type must be 1-32 characters, not {value.type!r}")
+    if value.url is not None and not isinstance(value.url, str):
+        raise ValidationError("source url must be text")
+    if value.chunk is not None and (
+        isinstance(value.chunk, bool) or not isinstance(value.chunk, int) or value.chunk < 0
+    ):
+        raise ValidationError(f"source chunk must be a whole number >= 0, not {value.chunk!r}")
+    if value.ingested_at is not None:
+        timestamp(value.ingested_at)
+    return value
 
 
 def thread(value: Any, position: Any) -> tuple[str | None, int | None]:
@@ -134,8 +150,8 @@ def thread(value: Any, position: Any) -> tuple[str | None, int | None]:
     if position is not None:
         if value is None:
             raise ValidationError("a position needs a thread")
-        if isinstance(position, bool) or not isinstance(position, int) or position < 0:
-            raise ValidationError(f"position must be a whole number >= 0, not {position!r}")
+        if isinstance(position, bool) or not isinstance(position, int) or not 0 <= position < 2**31:
+            raise ValidationError(f"position must be a whole number in 0..2**31-1, not {position!r}")
     return value, position
 
 
@@ -166,16 +182,58 @@ def draft(item: Any, limit: int) -> Draft:
     )
 
 
+def items(value: Any) -> list[Any]:
+    """A batch for store_many: an iterable of texts or mappings (not a single one)."""
+    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
+        raise ValidationError("store_many takes a list of texts or mappings")
+    return list(value)
+
+
+def record(x: Any, limit: int) -> None:
+    """Check a complete memory (from an import) field by field."""
+    content(x.content, limit)
+    importance(x.importance)
+    tags(x.tags)
+    metadata(x.metadata)
+    source(x.source)
+    thread(x.thread, x.position)
+    for name in ("created_at", "updated_at", "last_access_at", "score"):
+        if isinstance(getattr(x, name), bool) or not isinstance(getattr(x, name), int | float):
+            raise ValidationError(f"{name} must be a number, not {getattr(x, name)!r}")
+    for name in ("last_recalled_at", "deleted_at"):
+        timestamp(getattr(x, name))
+    if isinstance(x.recall_count, bool) or not isinstance(x.recall_count, int) or x.recall_count < 0:
+        raise ValidationError(f"recall_count must be a whole number >= 0, not {x.recall_count!r}")
+    if not isinstance(x.id, str) or not 0 < len(x.id) <= 36:
+        raise ValidationError(f"invalid memory id {x.id!r}")
+    if not isinstance(x.vector_clock, dict) or not all(
+        isinstance(k, str) and isinstance(v, int) for k, v in x.vector_clock.items()
+    ):
+        raise ValidationError("vector_clock must map agent ids to counters")
+    if not isinstance(x.origin_agent, str) or not isinstance(x.hlc, str):
+        raise ValidationError("origin_agent and hlc must be text")
+
+
+def link_record(x: Any) -> None:
+    """Check a link from an import."""
+    for name in ("source_id", "target_id"):
+        if not isinstance(getattr(x, name), str):
+            raise ValidationError(f"link {name} must be a memory id")
+    if not isinstance(x.kind, str) or not 0 < len(x.kind.strip()) <= 64:
+        raise ValidationError(f"invalid link kind {x.kind!r}: 1-64 characters")
+    weight(x.weight)
+    if timestamp(x.created_at) is None:
+        raise ValidationError("link created_at is missing")
+
+
 def zones(value: Any) -> tuple[Zone, ...]:
     if value is None:
         return ()
-    items = [value] if isinstance(value, str | Zone) else list(value)
     try:
+        items = [value] if isinstance(value, str | Zone) else list(value)
         return tuple(Zone(z) for z in items)
-    except ValueError as exc:
-        raise ValidationError(
-            f"unknown zone in {items!r}; zones: {[z.value for z in Zone]}"
-        ) from exc
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"unknown zone in {value!r}; zones: {[z.value for z in Zone]}") from exc
 
 
 def timestamp(value: Any) -> float | None:

@@ -27,9 +27,7 @@ def clock() -> SteppingClock:
 
 
 @pytest.fixture
-def open_memory(
-    tmp_path: Path, embedder: Embedder, clock: SteppingClock
-) -> Iterator[MemoryFactory]:
+def open_memory(tmp_path: Path, embedder: Embedder, clock: SteppingClock) -> Iterator[MemoryFactory]:
     """Opens StellarMemory instances on one database file; all are closed after the test."""
     opened: list[StellarMemory] = []
 

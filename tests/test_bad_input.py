@@ -116,9 +116,6 @@ BAD_CONTENT = [
     pytest.param(
         "lone surrogate \ud800",
         id="surrogate",
-        marks=pytest.mark.xfail(
-            strict=True, reason="bug: content_hash/CachedEmbedder raise UnicodeEncodeError"
-        ),
     ),
 ]
 
@@ -207,25 +204,18 @@ def test_importance_bounds_are_accepted(mem: StellarMemory) -> None:
         pytest.param(
             {"thread": "t", "position": 2**63},
             id="huge-position",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="bug: position is not range-checked; SQLite raises OverflowError",
-            ),
         ),
         pytest.param(
             {"source": {"type": "web", "chunk": "three"}},
             id="str-source-chunk",
-            marks=pytest.mark.xfail(strict=True, reason="bug: Source fields are not validated"),
         ),
         pytest.param(
             {"source": {"type": "web", "ingested_at": "yesterday"}},
             id="str-ingested-at",
-            marks=pytest.mark.xfail(strict=True, reason="bug: Source fields are not validated"),
         ),
         pytest.param(
             {"source": {"type": ""}},
             id="empty-source-type",
-            marks=pytest.mark.xfail(strict=True, reason="bug: Source fields are not validated"),
         ),
     ],
 )
@@ -252,32 +242,21 @@ def test_bad_fields_in_update(smem: StellarMemory, kwargs) -> None:
     "items",
     [
         pytest.param([{"content": "x", "colour": "red"}], id="unknown-key"),
-        pytest.param(
-            ["fine", {"content": "fine too", "importance": 0.2, "Importance": 0.9}], id="key-case"
-        ),
+        pytest.param(["fine", {"content": "fine too", "importance": 0.2, "Importance": 0.9}], id="key-case"),
         pytest.param(["fine", 5], id="int-item"),
         pytest.param(["fine", None], id="none-item"),
         pytest.param(["fine", ("a", "tuple")], id="tuple-item"),
         pytest.param(
             "abc",
             id="str-batch",
-            marks=pytest.mark.xfail(
-                strict=True, reason="bug: store_many iterates a string and stores each character"
-            ),
         ),
         pytest.param(
             None,
             id="none-batch",
-            marks=pytest.mark.xfail(
-                strict=True, reason="bug: store_many(None) raises a raw TypeError"
-            ),
         ),
         pytest.param(
             5,
             id="int-batch",
-            marks=pytest.mark.xfail(
-                strict=True, reason="bug: store_many(5) raises a raw TypeError"
-            ),
         ),
     ],
 )
@@ -293,9 +272,7 @@ def test_bad_store_many(smem: StellarMemory, items) -> None:
     [
         pytest.param(lambda mem, known: mem.get(MISSING), id="get"),
         pytest.param(lambda mem, known: mem.update(MISSING, importance=0.9), id="update"),
-        pytest.param(
-            lambda mem, known: mem.update(MISSING, content="new text"), id="update-content"
-        ),
+        pytest.param(lambda mem, known: mem.update(MISSING, content="new text"), id="update-content"),
         pytest.param(lambda mem, known: mem.forget(MISSING), id="forget"),
         pytest.param(lambda mem, known: mem.links(MISSING), id="links"),
         pytest.param(lambda mem, known: mem.link(MISSING, known), id="link-source"),
@@ -390,10 +367,6 @@ def test_namespace_none_means_the_instance_namespace(open_memory) -> None:
     [
         pytest.param(
             "",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="bug: StellarMemory(namespace='') silently falls back to 'default'",
-            ),
         ),
         "bad name",
         123,
@@ -416,9 +389,6 @@ def test_invalid_instance_namespace(open_memory, namespace) -> None:
         pytest.param(
             {"zones": 5},
             id="zone-int",
-            marks=pytest.mark.xfail(
-                strict=True, reason="bug: validation.zones raises a raw TypeError for non-iterables"
-            ),
         ),
         pytest.param({"k": 0}, id="k0"),
         pytest.param({"k": -1}, id="k-negative"),
@@ -498,9 +468,6 @@ def test_a_database_of_a_newer_schema(tmp_path: Path, open_memory) -> None:
     assert rows == [(x.id, x.content) for x in stored]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="bug: Database._migrate writes its schema into any SQLite file"
-)
 def test_another_applications_database_is_left_alone(tmp_path: Path, open_memory) -> None:
     path = tmp_path / "app.db"
     with sqlite3.connect(path) as con:
@@ -512,9 +479,7 @@ def test_another_applications_database_is_left_alone(tmp_path: Path, open_memory
             open_memory(path)
     finally:
         with sqlite3.connect(path) as con:
-            tables = [
-                r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-            ]
+            tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
         con.close()
         assert tables == ["people"]
 

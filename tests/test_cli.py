@@ -58,17 +58,17 @@ def stellar(capsys: pytest.CaptureFixture[str]) -> Stellar:
 
 
 @pytest.fixture(scope="module")
-def seeded(
-    tmp_path_factory: pytest.TempPathFactory, embedder: Embedder
-) -> tuple[Path, dict[str, str]]:
+def seeded(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> tuple[Path, dict[str, str]]:
     """A database holding SEED (ids by key), stored once through the facade."""
     path = tmp_path_factory.mktemp("seed") / "seed.db"
     with StellarMemory(path, embedder=embedder, background=False) as mem:
-        stored = mem.store_many([
-            {"content": SEED["backup"], "importance": 1.0, "tags": ["ops"]},
-            {"content": SEED["rota"], "importance": 0.6, "tags": ["people"], "thread": "standup"},
-            {"content": SEED["coffee"], "importance": 0.0, "tags": ["office"]},
-        ])
+        stored = mem.store_many(
+            [
+                {"content": SEED["backup"], "importance": 1.0, "tags": ["ops"]},
+                {"content": SEED["rota"], "importance": 0.6, "tags": ["people"], "thread": "standup"},
+                {"content": SEED["coffee"], "importance": 0.0, "tags": ["office"]},
+            ]
+        )
         assert [m.zone.value for m in stored] == ["core", "inner", "outer"]
     return path, dict(zip(SEED, (m.id for m in stored), strict=True))
 
@@ -105,9 +105,26 @@ def test_store_human(stellar: Stellar, db: str) -> None:
 
 def test_store_json_with_every_option(stellar: Stellar, db: str) -> None:
     result = stellar(
-        "store", "Rotate the TLS certificates in May", "--db", db, "--json", "--importance", "0.9",
-        "--pin", "--tag", "ops", "--tag", "security", "--thread", "plan-7",
-        "--meta", "owner=ines", "--meta", "ticket=42", "--agent", "planner-1",
+        "store",
+        "Rotate the TLS certificates in May",
+        "--db",
+        db,
+        "--json",
+        "--importance",
+        "0.9",
+        "--pin",
+        "--tag",
+        "ops",
+        "--tag",
+        "security",
+        "--thread",
+        "plan-7",
+        "--meta",
+        "owner=ines",
+        "--meta",
+        "ticket=42",
+        "--agent",
+        "planner-1",
     )
     assert result.code == 0, result.err
     stored = result.json()
@@ -140,9 +157,7 @@ def test_store_from_stdin(
         ["--namespace", "team-a", "--json", "stats", "--db", "{db}"],
     ],
 )
-def test_global_options_before_or_after_the_subcommand(
-    stellar: Stellar, db: str, argv: list[str]
-) -> None:
+def test_global_options_before_or_after_the_subcommand(stellar: Stellar, db: str, argv: list[str]) -> None:
     result = stellar(*(a.format(db=db) for a in argv))
     assert result.code == 0, result.err
     assert result.json()["namespace"] == "team-a"
@@ -173,9 +188,7 @@ def test_recall_json(stellar: Stellar, db: str, ids: dict[str, str]) -> None:
     assert isinstance(hits[0]["score"], float)
 
 
-def test_recall_human_is_numbered_one_line_per_hit(
-    stellar: Stellar, db: str, ids: dict[str, str]
-) -> None:
+def test_recall_human_is_numbered_one_line_per_hit(stellar: Stellar, db: str, ids: dict[str, str]) -> None:
     stellar("--db", db, "store", "Backups: " + "very long line of backup notes " * 20)
     result = stellar("--db", db, "recall", "who owns the rota?", "-k", "3")
     assert result.code == 0, result.err
@@ -250,9 +263,7 @@ def test_reorbit_human_and_json(stellar: Stellar, db: str) -> None:
 
 
 # --- export and import -----------------------------------------------------------------------
-def test_export_to_file_and_import_into_another_database(
-    stellar: Stellar, db: str, tmp_path: Path
-) -> None:
+def test_export_to_file_and_import_into_another_database(stellar: Stellar, db: str, tmp_path: Path) -> None:
     exported = tmp_path / "notes.json"
     human = stellar("--db", db, "export", str(exported))
     assert human.out == f"exported 3 memories and 0 links of namespace default to {exported}\n"
@@ -334,8 +345,7 @@ def test_usage_errors_and_help(stellar: Stellar, db: str) -> None:
     helped = stellar("--help")
     assert helped.code == 0
     for name in COMMANDS:  # every command is listed, with a description
-        assert any(line.split()[:1] == [name] and len(line.split()) > 1
-                   for line in helped.out.splitlines())
+        assert any(line.split()[:1] == [name] and len(line.split()) > 1 for line in helped.out.splitlines())
 
 
 # --- the installed command, end to end -------------------------------------------------------
@@ -345,8 +355,13 @@ def test_end_to_end_as_a_subprocess(tmp_path: Path) -> None:
     command = [str(script)] if script.exists() else [sys.executable, "-m", "stellar_core.cli"]
 
     def run(*argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*command, *argv], capture_output=True, text=True, timeout=300,
-                              env={**os.environ, "STELLAR_HOME": str(tmp_path / "home")})
+        return subprocess.run(
+            [*command, *argv],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "STELLAR_HOME": str(tmp_path / "home")},
+        )
 
     stored = run("store", "Staging is rebuilt every Sunday night", "--json", "--db", db)
     assert stored.returncode == 0, stored.stderr
@@ -369,7 +384,9 @@ def test_end_to_end_as_a_subprocess(tmp_path: Path) -> None:
 def test_runs_as_python_module(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "stellar_core.cli", "--db", str(tmp_path / "m.db"), "stats"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("namespace default: 0 memories")

@@ -169,9 +169,7 @@ def test_reingesting_adds_nothing_and_a_change_adds_only_the_change(
     assert (changed.new, changed.unchanged) == (1, first.new - 1)
 
 
-def test_binary_non_utf8_empty_and_missing_files_are_skipped(
-    mem: StellarMemory, tmp_path: Path
-) -> None:
+def test_binary_non_utf8_empty_and_missing_files_are_skipped(mem: StellarMemory, tmp_path: Path) -> None:
     root = write(
         tmp_path,
         {

@@ -42,9 +42,7 @@ class EmbeddingsHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         srv = self.server
-        srv.requests.append(
-            {"path": self.path, "headers": dict(self.headers), "json": json.loads(body)}
-        )
+        srv.requests.append({"path": self.path, "headers": dict(self.headers), "json": json.loads(body)})
         if self.path != "/v1/embeddings":
             return self._send(404, {"error": {"message": "not found"}})
         if srv.mode == "slow":  # answer nothing until the test is over
@@ -56,8 +54,7 @@ class EmbeddingsHandler(BaseHTTPRequestHandler):
             return self._send_raw(200, b'{"data": [{"index": 0, "embedding": [0.1, ')
         texts = json.loads(body)["input"]
         data = [
-            {"object": "embedding", "index": i, "embedding": bag_of_words(t)}
-            for i, t in enumerate(texts)
+            {"object": "embedding", "index": i, "embedding": bag_of_words(t)} for i, t in enumerate(texts)
         ]
         if srv.mode == "short":
             data = data[:-1]
@@ -235,9 +232,7 @@ def test_memory_embeds_through_the_cache(open_memory) -> None:
 # --- the OpenAI-compatible client -----------------------------------------------------------------
 
 
-def test_openai_embedder_returns_sorted_unit_rows(
-    server: EmbeddingsServer, client: OpenAIEmbedder
-) -> None:
+def test_openai_embedder_returns_sorted_unit_rows(server: EmbeddingsServer, client: OpenAIEmbedder) -> None:
     texts = ["red apple", "green apple pie"]
     out = client.embed(texts)
     assert out.shape == (2, DIM) and out.dtype == np.float32
@@ -289,9 +284,7 @@ def test_openai_embedder_sends_the_api_key(server: EmbeddingsServer) -> None:
         ("404", ConfigurationError),
     ],
 )
-def test_openai_embedder_errors(
-    server: EmbeddingsServer, client: OpenAIEmbedder, mode: str, error
-) -> None:
+def test_openai_embedder_errors(server: EmbeddingsServer, client: OpenAIEmbedder, mode: str, error) -> None:
     server.mode = mode
     with pytest.raises(error):
         client.embed(["a", "b"])
@@ -387,9 +380,7 @@ def test_memory_end_to_end_over_openai_api(server: EmbeddingsServer, open_memory
     assert len(server.requests) == calls  # embeddings come from the database, not the server
 
 
-def test_memory_store_fails_cleanly_when_the_api_is_down(
-    server: EmbeddingsServer, open_memory
-) -> None:
+def test_memory_store_fails_cleanly_when_the_api_is_down(server: EmbeddingsServer, open_memory) -> None:
     emb = OpenAIEmbedder("test-bow", server.url)
     mem = open_memory(embedder=emb)
     kept = mem.store("stored while the server was up")

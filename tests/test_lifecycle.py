@@ -18,8 +18,12 @@ from stellar_core.scoring import forget_after_days
 from tests.fakes import HashEmbedder
 
 # Thresholds low enough that every fresh memory qualifies for Core: capacities alone decide.
-LOW_THRESHOLDS = {"core_threshold": 0.4, "inner_threshold": 0.3, "outer_threshold": 0.2,
-                  "belt_threshold": 0.1}
+LOW_THRESHOLDS = {
+    "core_threshold": 0.4,
+    "inner_threshold": 0.3,
+    "outer_threshold": 0.2,
+    "belt_threshold": 0.1,
+}
 
 
 def query(db: Path, sql: str, *args: object) -> list[tuple]:
@@ -35,9 +39,7 @@ def changes(db: Path, memory_id: str) -> list[tuple]:
 def count_statements(mem) -> list[str]:
     """SQL statements the memory's engine executes from now on (executemany counts once)."""
     seen: list[str] = []
-    sa.event.listen(
-        mem.db.engine, "before_cursor_execute", lambda *a: seen.append(a[2].split(None, 1)[0])
-    )
+    sa.event.listen(mem.db.engine, "before_cursor_execute", lambda *a: seen.append(a[2].split(None, 1)[0]))
     return seen
 
 
@@ -47,8 +49,12 @@ def zone_counts(**counts: int) -> dict[Zone, int]:
 
 def test_memory_drifts_out_is_forgotten_then_purged(mem, clock, tmp_path):
     db = tmp_path / "mem.db"
-    keeper = mem.store("The office wifi password is taped under the router", pinned=True)
-    memo = mem.store("Lunch on Tuesday was a cheese sandwich", importance=0.4)
+    keeper, memo = mem.store_many(
+        [
+            {"content": "The office wifi password is taped under the router", "pinned": True},
+            {"content": "Lunch on Tuesday was a cheese sandwich", "importance": 0.4},
+        ]
+    )
     mem.link(keeper.id, memo.id)
     mem.link(memo.id, keeper.id, kind="follows")
     assert memo.zone == Zone.INNER
@@ -82,9 +88,9 @@ def test_memory_drifts_out_is_forgotten_then_purged(mem, clock, tmp_path):
     assert mem.reorbit().purged == 1
     assert query(db, "SELECT count(*) FROM memories WHERE id = ?", memo.id) == [(0,)]
     assert changes(db, memo.id)[-1] == ("purge", "local")
-    assert query(
-        db, "SELECT count(*) FROM links WHERE source_id = ? OR target_id = ?", memo.id, memo.id
-    ) == [(0,)]
+    assert query(db, "SELECT count(*) FROM links WHERE source_id = ? OR target_id = ?", memo.id, memo.id) == [
+        (0,)
+    ]
     stats = mem.stats()
     assert (stats.memories, stats.forgotten, stats.links) == (1, 0, 0)
     assert mem.get(keeper.id).zone == Zone.CLOUD  # pinned: idle in Cloud, never forgotten
@@ -111,7 +117,9 @@ def test_recall_pulls_a_drifted_memory_inward(mem, clock):
 
 def test_forgetting_waits_longer_for_more_important_memories(mem, clock):
     importances = [0.0, 0.2, 0.4]
-    stored = [mem.store(f"Idle note number {i}", importance=x) for i, x in enumerate(importances)]
+    stored = mem.store_many(
+        [{"content": f"Idle note number {i}", "importance": x} for i, x in enumerate(importances)]
+    )
     forgotten_on: dict[float, int] = {}
     for day in range(10, 201, 10):
         clock.advance(days=10)
@@ -129,8 +137,12 @@ def test_forgetting_waits_longer_for_more_important_memories(mem, clock):
 
 
 def test_same_idle_time_forgets_low_importance_only(mem, clock):
-    low = mem.store("A passing remark about the weather", importance=0.0)
-    high = mem.store("The production database master password is in the vault", importance=0.5)
+    low, high = mem.store_many(
+        [
+            {"content": "A passing remark about the weather", "importance": 0.0},
+            {"content": "The production database master password is in the vault", "importance": 0.5},
+        ]
+    )
     clock.advance(days=40)
     report = mem.reorbit()
     assert report.forgotten == 1
@@ -145,8 +157,12 @@ def test_same_idle_time_forgets_low_importance_only(mem, clock):
 
 
 def test_pinned_memory_is_never_forgotten(mem, clock):
-    pinned = mem.store("Never forget: the cat is called Miso", importance=0.0, pinned=True)
-    twin = mem.store("Easily forgotten: the cat sleeps a lot", importance=0.0)
+    pinned, twin = mem.store_many(
+        [
+            {"content": "Never forget: the cat is called Miso", "importance": 0.0, "pinned": True},
+            {"content": "Easily forgotten: the cat sleeps a lot", "importance": 0.0},
+        ]
+    )
     for _ in range(10):
         clock.advance(days=365)
         mem.reorbit()
@@ -161,9 +177,8 @@ def test_pinned_memory_is_never_forgotten(mem, clock):
 
 def test_reorbit_never_overwrites_importance(mem, clock):
     given = [0.0, 0.13, 0.5, 0.77, 1.0]
-    stored = [mem.store(f"Fact {x}", importance=x, pinned=True) for x in given]
-    for memo in stored:
-        mem.recall(memo.content, k=1)
+    stored = mem.store_many([{"content": f"Fact {x}", "importance": x, "pinned": True} for x in given])
+    assert len(mem.recall("fact", k=5)) == 5
     for _ in range(6):
         clock.advance(days=20)
         mem.reorbit()
@@ -171,12 +186,9 @@ def test_reorbit_never_overwrites_importance(mem, clock):
 
 
 def test_full_zones_cascade_outward(open_memory):
-    s = Settings(**LOW_THRESHOLDS, core_capacity=2, inner_capacity=3, outer_capacity=4,
-                 belt_capacity=5)
+    s = Settings(**LOW_THRESHOLDS, core_capacity=2, inner_capacity=3, outer_capacity=4, belt_capacity=5)
     mem = open_memory(settings=s)
-    stored = mem.store_many(
-        [{"content": f"Strong memory {i}", "importance": i / 20} for i in range(20)]
-    )
+    stored = mem.store_many([{"content": f"Strong memory {i}", "importance": i / 20} for i in range(20)])
     assert {x.zone for x in stored} == {Zone.CORE}  # thresholds alone would keep all in Core
 
     report = mem.reorbit()
@@ -226,8 +238,12 @@ def test_configured_thresholds_place_memories(mem):
 
 
 def test_reorbit_context_raises_similar_memories(mem):
-    similar = mem.store("We are planning a summer holiday trip to Italy", importance=0.4)
-    other = mem.store("The quarterly tax report is due at the end of March", importance=0.6)
+    similar, other = mem.store_many(
+        [
+            {"content": "We are planning a summer holiday trip to Italy", "importance": 0.4},
+            {"content": "The quarterly tax report is due at the end of March", "importance": 0.6},
+        ]
+    )
 
     def scores() -> tuple[float, float]:
         return mem.get(similar.id).score, mem.get(other.id).score
@@ -245,25 +261,32 @@ def test_reorbit_context_raises_similar_memories(mem):
 
 
 def test_reorbit_is_set_based_over_thousands(open_memory, clock, tmp_path):
-    s = Settings(core_threshold=0.5, inner_threshold=0.4, outer_threshold=0.3,
-                 belt_threshold=0.2, core_capacity=100, inner_capacity=400, outer_capacity=1000,
-                 belt_capacity=1500)
+    s = Settings(
+        core_threshold=0.5,
+        inner_threshold=0.4,
+        outer_threshold=0.3,
+        belt_threshold=0.2,
+        core_capacity=100,
+        inner_capacity=400,
+        outer_capacity=1000,
+        belt_capacity=1500,
+    )
     db = tmp_path / "many.db"
     mem = open_memory(db, embedder=HashEmbedder(), settings=s)
     n = 5000
     mem.store_many(
-        [{"content": f"Memory number {i}", "importance": 0.5 + 0.5 * (i % 1000) / 1000}
-         for i in range(n)]
+        [{"content": f"Memory number {i}", "importance": 0.5 + 0.5 * (i % 1000) / 1000} for i in range(n)]
     )
     statements = count_statements(mem)
     report = mem.reorbit()
     assert report.scored == n
     assert report.zones == zone_counts(core=100, inner=400, outer=1000, belt=1500, cloud=2000)
-    assert query(db, "SELECT count(*) FROM memories WHERE zone NOT IN "
-                     "('core', 'inner', 'outer', 'belt', 'cloud')") == [(0,)]
+    assert query(
+        db, "SELECT count(*) FROM memories WHERE zone NOT IN ('core', 'inner', 'outer', 'belt', 'cloud')"
+    ) == [(0,)]
     # Zones are contiguous runs of scores: every Core memory outscores every Inner one.
-    (core_min,), = query(db, "SELECT min(score) FROM memories WHERE zone = 'core'")
-    (inner_max,), = query(db, "SELECT max(score) FROM memories WHERE zone = 'inner'")
+    ((core_min,),) = query(db, "SELECT min(score) FROM memories WHERE zone = 'core'")
+    ((inner_max,),) = query(db, "SELECT max(score) FROM memories WHERE zone = 'inner'")
     assert core_min >= inner_max
 
     clock.advance(days=1000)
@@ -281,17 +304,16 @@ def test_reorbit_is_set_based_over_thousands(open_memory, clock, tmp_path):
         "forget",
         pytest.param(
             "reorbit",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="bug: lifecycle._forget does not reindex thread neighbours, so their "
-                "full-text context keeps the forgotten text",
-            ),
         ),
     ],
 )
 def test_forgotten_text_leaves_the_thread_context(mem, clock, how):
-    secret = mem.store("The vault combination is kumquat", thread="t", importance=0.0)
-    reply = mem.store("Noted, thanks.", thread="t", pinned=True)
+    secret, reply = mem.store_many(
+        [
+            {"content": "The vault combination is kumquat", "thread": "t", "importance": 0.0},
+            {"content": "Noted, thanks.", "thread": "t", "pinned": True},
+        ]
+    )
     assert "lexical" in mem.recall("kumquat", k=1)[0].via
     if how == "forget":
         mem.forget(secret.id)

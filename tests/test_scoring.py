@@ -165,9 +165,7 @@ def test_freshness_halves_after_one_half_life(importance: float) -> None:
     assert memory_score(0, 0.0, importance, s) == pytest.approx(1.0)
     assert memory_score(0, hl, importance, s) == pytest.approx(0.5)
     assert memory_score(0, 2 * hl, importance, s) == pytest.approx(0.25)
-    assert memory_score(0, -5.0, importance, s) == pytest.approx(
-        1.0
-    )  # clock skew: never above fresh
+    assert memory_score(0, -5.0, importance, s) == pytest.approx(1.0)  # clock skew: never above fresh
 
 
 def test_half_life_is_in_days_not_hours() -> None:
@@ -181,9 +179,7 @@ def test_half_life_is_in_days_not_hours() -> None:
     "recalls, idle, importance",
     [(0, 0.0, 0.0), (0, 100.0, 0.0), (5, 2.0, 0.5), (10**6, 0.0, 1.0), (1, 10**4, 1.0)],
 )
-def test_memory_score_is_bounded_and_monotonic(
-    recalls: int, idle: float, importance: float
-) -> None:
+def test_memory_score_is_bounded_and_monotonic(recalls: int, idle: float, importance: float) -> None:
     s = Settings()
     score = memory_score(recalls, idle, importance, s)
     assert 0.0 <= score <= 1.0
@@ -196,9 +192,7 @@ def test_memory_score_is_bounded_and_monotonic(
 
 
 def test_recall_frequency_saturates() -> None:
-    s = Settings(
-        weight_freshness=0.0, weight_importance=0.0, weight_recall=1.0, recall_saturation=20
-    )
+    s = Settings(weight_freshness=0.0, weight_importance=0.0, weight_recall=1.0, recall_saturation=20)
     assert memory_score(0, 0.0, 0.0, s) == 0.0
     assert memory_score(20, 0.0, 0.0, s) == pytest.approx(1.0)
     assert memory_score(1000, 0.0, 0.0, s) == 1.0

@@ -27,10 +27,7 @@ def change_rows(mem: StellarMemory) -> list[tuple[str, str, str]]:
     """(memory_id, op, namespace) of every change-log row, oldest first."""
     c = changes.c
     with mem.db.read() as conn:
-        return [
-            tuple(r)
-            for r in conn.execute(sa.select(c.memory_id, c.op, c.namespace).order_by(c.seq))
-        ]
+        return [tuple(r) for r in conn.execute(sa.select(c.memory_id, c.op, c.namespace).order_by(c.seq))]
 
 
 def row_count(mem: StellarMemory, table: sa.Table) -> int:
@@ -48,9 +45,7 @@ def dumps(document: dict) -> str:
 def test_every_field_survives_reopening(open_memory, clock, tmp_path: Path) -> None:
     path = tmp_path / "persist.db"
     mem = open_memory(path)
-    src = Source(
-        type="web", url="https://example.org/handbook", chunk=3, ingested_at=1_650_000_000.5
-    )
+    src = Source(type="web", url="https://example.org/handbook", chunk=3, ingested_at=1_650_000_000.5)
     stored = mem.store(
         "The deploy key lives in the vault on the third floor",
         importance=0.83,
@@ -285,9 +280,6 @@ def test_positions_continue_after_a_forgotten_last_turn(mem: StellarMemory) -> N
     assert mem.store("next turn", thread="chat").position == 2
 
 
-@pytest.mark.xfail(
-    strict=True, reason="bug: store_many ignores explicit positions earlier in the same batch"
-)
 def test_auto_position_after_explicit_position_in_same_batch(mem: StellarMemory) -> None:
     out = mem.store_many(
         [{"content": "explicit", "thread": "t", "position": 5}, {"content": "auto", "thread": "t"}]
@@ -395,9 +387,7 @@ def test_links_are_typed_weighted_and_directed(mem: StellarMemory) -> None:
     def ends(found):
         return sorted((x.source_id, x.target_id, x.kind, x.weight) for x in found)
 
-    assert ends(mem.links(a, direction="out")) == sorted(
-        [(a, b, "supports", 0.7), (a, b, "related", 0.2)]
-    )
+    assert ends(mem.links(a, direction="out")) == sorted([(a, b, "supports", 0.7), (a, b, "related", 0.2)])
     assert ends(mem.links(a, direction="in")) == [(c, a, "contradicts", 0.9)]
     assert len(mem.links(a)) == 3
     assert ends(mem.links(a, kind="supports")) == [(a, b, "supports", 0.7)]
@@ -444,7 +434,6 @@ def test_links_of_a_forgotten_memory_disappear(mem: StellarMemory) -> None:
     assert [x.target_id for x in mem.links(a)] == [c]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: stats() counts links whose end is a tombstone")
 def test_stats_counts_only_live_links(mem: StellarMemory) -> None:
     a, b, c = (x.id for x in mem.store_many(["one", "two", "three"]))
     mem.link(a, b)
@@ -454,7 +443,6 @@ def test_stats_counts_only_live_links(mem: StellarMemory) -> None:
     assert mem.stats().links == 1
 
 
-@pytest.mark.xfail(strict=True, reason="bug: link() returns created_at=now for an existing edge")
 def test_relink_returns_the_stored_edge(mem: StellarMemory, clock) -> None:
     a, b = (x.id for x in mem.store_many(["left side", "right side"]))
     mem.link(a, b, weight=0.9)
@@ -488,8 +476,7 @@ def test_every_write_is_in_the_change_log(mem: StellarMemory) -> None:
     ch = changes.c
     with mem.db.read() as conn:
         full = {
-            (r.memory_id, r.op): r
-            for r in conn.execute(sa.select(changes).where(ch.namespace == "default"))
+            (r.memory_id, r.op): r for r in conn.execute(sa.select(changes).where(ch.namespace == "default"))
         }
     assert full[a.id, "store"].agent == "writer" and full[b.id, "store"].agent == "local"
     assert full[a.id, "store"].payload == a.to_dict()
@@ -588,9 +575,6 @@ def test_reimport_skips_everything(populated: StellarMemory) -> None:
     assert (row_count(populated, memories), row_count(populated, links)) == before[:2]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="bug: import_namespace logs a 'link' change for links that already exist"
-)
 def test_reimport_writes_no_change_events(populated: StellarMemory) -> None:
     doc = populated.export()
     before = row_count(populated, changes)
@@ -598,18 +582,14 @@ def test_reimport_writes_no_change_events(populated: StellarMemory) -> None:
     assert row_count(populated, changes) == before
 
 
-def test_import_into_another_namespace(
-    populated: StellarMemory, open_memory, tmp_path: Path
-) -> None:
+def test_import_into_another_namespace(populated: StellarMemory, open_memory, tmp_path: Path) -> None:
     doc = populated.export()
     other = open_memory(tmp_path / "other.db")
     report = other.import_(doc, namespace="copy")
     assert report.imported == 3 and report.links == 2
     assert other.stats(namespace="copy").memories == 3
     assert other.stats().memories == 0
-    assert {x["id"] for x in other.export(namespace="copy")["memories"]} == {
-        x["id"] for x in doc["memories"]
-    }
+    assert {x["id"] for x in other.export(namespace="copy")["memories"]} == {x["id"] for x in doc["memories"]}
 
 
 def _damage_missing_field(doc):
@@ -679,23 +659,13 @@ _IMPORT_BUG = "bug: portability.parse/restore do not validate field types; impor
         _damage_memories_not_list,
         _damage_unknown_field,
         _damage_link_missing_kind,
-        pytest.param(
-            _damage_link_null_weight, marks=pytest.mark.xfail(strict=True, reason=_IMPORT_BUG)
-        ),
-        pytest.param(
-            _damage_link_bad_weight, marks=pytest.mark.xfail(strict=True, reason=_IMPORT_BUG)
-        ),
-        pytest.param(
-            _damage_time_not_a_number, marks=pytest.mark.xfail(strict=True, reason=_IMPORT_BUG)
-        ),
-        pytest.param(
-            _damage_tags_not_a_list, marks=pytest.mark.xfail(strict=True, reason=_IMPORT_BUG)
-        ),
+        pytest.param(_damage_link_null_weight),
+        pytest.param(_damage_link_bad_weight),
+        pytest.param(_damage_time_not_a_number),
+        pytest.param(_damage_tags_not_a_list),
     ],
 )
-def test_damaged_import_writes_nothing(
-    populated: StellarMemory, open_memory, tmp_path: Path, damage
-) -> None:
+def test_damaged_import_writes_nothing(populated: StellarMemory, open_memory, tmp_path: Path, damage) -> None:
     doc = copy.deepcopy(populated.export())
     damage(doc)
     fresh = open_memory(tmp_path / "fresh.db")

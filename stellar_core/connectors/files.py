@@ -108,10 +108,7 @@ def _pack(heading: str, lead: list[str], paragraphs: list[str], max_chars: int) 
     if not bodies:  # a section whose only text is its heading
         return [first] if first else []
     prefixes = [first] + [heading] * (len(bodies) - 1)
-    return [
-        "\n\n".join([pre, *body] if pre else body)
-        for pre, body in zip(prefixes, bodies, strict=True)
-    ]
+    return ["\n\n".join([pre, *body] if pre else body) for pre, body in zip(prefixes, bodies, strict=True)]
 
 
 def _split(text: str, limit: int, level: int) -> list[str]:

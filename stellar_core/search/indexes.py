@@ -24,6 +24,7 @@ class VectorIndexes:
         self._dim = dim
         self._hnsw_min_rows = hnsw_min_rows
         self._indexes: dict[str, VectorIndex] = {}
+        self._seq_of: dict[str, dict[str, int]] = {}  # per namespace: memory id -> seq
         self._lock = threading.Lock()
 
     def get(self, namespace: str) -> VectorIndex:
@@ -32,6 +33,7 @@ class VectorIndexes:
             index = self._indexes.get(namespace)
             if index is None:
                 index = self._indexes[namespace] = VectorIndex(self._dim, self._hnsw_min_rows)
+                self._seq_of[namespace] = {}
         with self._db.read() as conn:
             events = outbox.since(conn, namespace, index.watermark)
             if events:
@@ -51,26 +53,28 @@ class VectorIndexes:
         events: list[tuple[int, str, str]],
     ) -> None:
         ids = list({mid for _, mid, _ in events})
+        seq_of = self._seq_of[namespace]
         with_vectors: list[tuple[int, bytes, str | None, int | None]] = []
         gone: list[int] = []
+        present: set[str] = set()
         for i in range(0, len(ids), 900):
-            q = sa.select(m.seq, m.embedding, m.thread, m.position, m.deleted_at).where(
+            q = sa.select(m.id, m.seq, m.embedding, m.thread, m.position, m.deleted_at).where(
                 m.namespace == namespace, m.id.in_(ids[i : i + 900])
             )
-            for seq, blob, thread, pos, deleted in conn.execute(q):
+            for mid, seq, blob, thread, pos, deleted in conn.execute(q):
+                present.add(mid)
+                seq_of[mid] = seq
                 if deleted is None and blob is not None:
                     with_vectors.append((seq, blob, thread, pos))
                 else:
                     gone.append(seq)
-        # Purged rows no longer exist; their seqs were removed when they were forgotten.
+        # A purged row no longer exists: its seq is known from when this index last saw it.
+        gone += [seq for mid in ids if mid not in present and (seq := seq_of.pop(mid, None)) is not None]
         index.remove(gone)
         if with_vectors:
             index.upsert(
                 [r[0] for r in with_vectors],
                 blob_to_vectors([r[1] for r in with_vectors], self._dim),
-                [
-                    (t, p) if t is not None and p is not None else None
-                    for _, _, t, p in with_vectors
-                ],
+                [(t, p) if t is not None and p is not None else None for _, _, t, p in with_vectors],
             )
         index.watermark = events[-1][0]

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from stellar_core.store.dialect import SqliteDialect
 from stellar_core.store.schema import memories
 
+_SPANS_PER_QUERY = 200
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 
 # Words that carry no topic: dropping them keeps BM25 OR-queries fast and on topic.
@@ -35,6 +36,40 @@ def query_terms(text: str, limit: int = 32) -> list[str]:
     return list(dict.fromkeys(kept or words))[:limit]
 
 
+def _in_spans(
+    conn: sa.Connection, namespace: str, places: Iterable[tuple[str, int]], reach: int
+) -> list[tuple[int, str, int, str]]:
+    """(seq, thread, position, content) of live memories within ``reach`` of the places."""
+    bounds: dict[str, tuple[int, int]] = {}
+    for t, p in places:
+        lo, hi = bounds.get(t, (p, p))
+        bounds[t] = (min(lo, p), max(hi, p))
+    m = memories.c
+    items = list(bounds.items())
+    out: list[tuple[int, str, int, str]] = []
+    for i in range(0, len(items), _SPANS_PER_QUERY):  # SQLite caps expression depth at 1000
+        spans = sa.or_(
+            *(
+                sa.and_(m.thread == t, m.position.between(lo - reach, hi + reach))
+                for t, (lo, hi) in items[i : i + _SPANS_PER_QUERY]
+            )
+        )
+        q = sa.select(m.seq, m.thread, m.position, m.content).where(
+            m.namespace == namespace, m.deleted_at.is_(None), spans
+        )
+        out.extend(conn.execute(q).tuples())
+    return out
+
+
+def neighbours(
+    conn: sa.Connection, namespace: str, places: Iterable[tuple[str, int]], window: int
+) -> list[int]:
+    """Seqs of live memories within ``window`` positions of the (thread, position) places."""
+    if window <= 0:
+        return []
+    return [seq for seq, *_ in _in_spans(conn, namespace, places, window)]
+
+
 def reindex(
     conn: sa.Connection,
     dialect: SqliteDialect,
@@ -48,25 +83,15 @@ def reindex(
         return
     m = memories.c
     live = sa.and_(m.namespace == namespace, m.deleted_at.is_(None))
-    rows = conn.execute(
-        sa.select(m.seq, m.thread, m.position, m.content).where(live, m.seq.in_(seqs))
-    ).all()
+    rows: list[tuple[int, str | None, int | None, str]] = []
+    for i in range(0, len(seqs), 900):
+        chunk = seqs[i : i + 900]
+        q = sa.select(m.seq, m.thread, m.position, m.content).where(live, m.seq.in_(chunk))
+        rows.extend(conn.execute(q).tuples())
     threaded = [(t, p) for _, t, p, _ in rows if t is not None and p is not None]
     by_place: dict[tuple[str, int], tuple[int, str]] = {}
     if threaded and window > 0:
-        bounds: dict[str, tuple[int, int]] = {}
-        for t, p in threaded:
-            lo, hi = bounds.get(t, (p, p))
-            bounds[t] = (min(lo, p), max(hi, p))
-        spans = sa.or_(
-            *(
-                sa.and_(m.thread == t, m.position.between(lo - 2 * window, hi + 2 * window))
-                for t, (lo, hi) in bounds.items()
-            )
-        )
-        for seq, t, p, content in conn.execute(
-            sa.select(m.seq, m.thread, m.position, m.content).where(live, spans)
-        ):
+        for seq, t, p, content in _in_spans(conn, namespace, threaded, 2 * window):
             by_place[(t, p)] = (seq, content)
     # Every row whose context window covers a touched row must be rewritten.
     targets: dict[int, tuple[str, str | None, int | None]] = {s: (c, t, p) for s, t, p, c in rows}
@@ -76,13 +101,13 @@ def reindex(
             if hit is not None:
                 targets.setdefault(hit[0], (hit[1], t, p + d))
     out = []
-    for seq, (content, t, p) in targets.items():
+    for seq, (content, th, pos) in targets.items():
         context = ""
-        if t is not None and p is not None:
+        if th is not None and pos is not None:
             context = "\n".join(
-                by_place[(t, p + d)][1]
+                by_place[(th, pos + d)][1]
                 for d in range(-window, window + 1)
-                if d != 0 and (t, p + d) in by_place
+                if d != 0 and (th, pos + d) in by_place
             )
         out.append((seq, content, context, namespace))
     dialect.text_index_put(conn, out)

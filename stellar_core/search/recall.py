@@ -37,9 +37,7 @@ class Filters:
         if self.zones:
             parts.append(m.zone.in_([z.value for z in self.zones]))
         for tag in self.tags:
-            parts.append(
-                sa.exists().where(memory_tags.c.memory_seq == m.seq, memory_tags.c.tag == tag)
-            )
+            parts.append(sa.exists().where(memory_tags.c.memory_seq == m.seq, memory_tags.c.tag == tag))
         if self.since is not None:
             parts.append(m.created_at >= self.since)
         if self.until is not None:
@@ -78,11 +76,8 @@ def recall(
     n = max(s.recall_candidates, 3 * k)
 
     vec = _vector_arm(index, vector, n, allowed, s)
-    lex = dict(
-        dialect.text_search(conn, namespace, query_terms(text), n, s.thread_context_weight, where)
-    )
-    fuse = fusion.fuse_scores if s.fusion == "score" else fusion.fuse_ranks
-    fused = fuse(lex, {q: v for q, (v, _) in vec.items()}, s.lexical_weight, s.vector_weight)
+    lex = dict(dialect.text_search(conn, namespace, query_terms(text), n, s.thread_context_weight, where))
+    fused = fusion.fuse_scores(lex, {q: v for q, (v, _) in vec.items()}, s.lexical_weight, s.vector_weight)
     cands: dict[int, Candidate] = {q: Candidate(r) for q, r in fused.items()}
     for q in lex:
         cands[q].via.add("lexical")
@@ -133,9 +128,7 @@ def _apply_boosts(
     for seq, zone, last in rows:
         fresh = 0.5 ** (max(0.0, now - last) / DAY / RECENCY_HALF_LIFE_DAYS)
         c = cands[seq]
-        c.relevance = fusion.boost(
-            c.relevance, Zone(zone).rank, fresh, s.zone_boost, s.recency_boost
-        )
+        c.relevance = fusion.boost(c.relevance, Zone(zone).rank, fresh, s.zone_boost, s.recency_boost)
 
 
 def _expand(

@@ -29,6 +29,7 @@ class VectorIndex:
         self.hnsw_min_rows = hnsw_min_rows
         self.watermark = 0  # last change-log seq applied
         self._lock = threading.RLock()
+        self._maintaining = threading.Lock()  # one build at a time (upkeep thread and warm())
         self._vecs = np.zeros((1024, dim), dtype=np.float32)
         self._n = 0
         self._alive = np.zeros(1024, dtype=bool)
@@ -85,9 +86,7 @@ class VectorIndex:
                     del self._at_place[place]
 
     # --- reads --------------------------------------------------------------------------
-    def search(
-        self, query: np.ndarray, n: int, allowed: set[int] | None = None
-    ) -> list[tuple[int, float]]:
+    def search(self, query: np.ndarray, n: int, allowed: set[int] | None = None) -> list[tuple[int, float]]:
         """Top ``n`` (seq, cosine) for a unit query; ``allowed`` restricts to those seqs."""
         with self._lock:
             if allowed is not None:
@@ -105,6 +104,8 @@ class VectorIndex:
                 for i, s in zip(ids[0], sims[0], strict=True)
                 if i >= 0 and self._alive[i]
             ]
+            if len(hits) < min(n, self._hnsw_rows - self._dead_in_hnsw):
+                return self._exact(query, None, n)  # removed rows crowded the graph's answer
             fresh = np.arange(self._hnsw_rows, self._n)
             hits += self._exact(query, fresh[self._alive[fresh]], n)
             hits.sort(key=lambda h: -h[1])
@@ -164,6 +165,10 @@ class VectorIndex:
 
     def maintain(self) -> None:
         """Build, extend or rebuild the HNSW graph as the namespace needs."""
+        with self._maintaining:
+            self._maintain()
+
+    def _maintain(self) -> None:
         if len(self) < self.hnsw_min_rows:
             return
         if self._hnsw is None or self._dead_in_hnsw > self._hnsw_rows // 5:

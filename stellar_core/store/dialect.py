@@ -59,14 +59,18 @@ class SqliteDialect:
             write = conn.get_execution_options().get("stellar_write", False)
             conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
+    def refresh_statistics(self, conn: sa.Connection) -> None:
+        """Sampled planner statistics (cheap at any size): without them SQLite takes
+        ``namespace = ?`` for a selective index and scans whole namespaces."""
+        conn.exec_driver_sql("PRAGMA analysis_limit=400")
+        conn.exec_driver_sql("ANALYZE")
+
     def insert(self, table: sa.Table) -> Any:
         """An INSERT that supports ``on_conflict_do_update`` / ``on_conflict_do_nothing``."""
         return sqlite.insert(table)
 
     # --- full text ----------------------------------------------------------------------
-    def text_index_put(
-        self, conn: sa.Connection, rows: Iterable[tuple[int, str, str, str]]
-    ) -> None:
+    def text_index_put(self, conn: sa.Connection, rows: Iterable[tuple[int, str, str, str]]) -> None:
         """(Re)index rows of (seq, content, thread context, namespace)."""
         rows = list(rows)
         if not rows:

@@ -51,6 +51,11 @@ class Database:
         script = ScriptDirectory.from_config(cfg)
         with self.write() as conn:
             current = MigrationContext.configure(conn).get_current_revision()
+            if current is None and sa.inspect(conn).get_table_names():
+                raise StorageError(
+                    "the database holds another application's tables; "
+                    "give Stellar Memory its own database file"
+                )
             if current is not None:
                 try:
                     script.get_revision(current)
@@ -62,6 +67,7 @@ class Database:
             if current != script.get_current_head():
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
+            self.dialect.refresh_statistics(conn)
 
     @contextmanager
     def write(self) -> Iterator[sa.Connection]:

@@ -47,9 +47,7 @@ memories = sa.Table(
 memory_tags = sa.Table(
     "memory_tags",
     metadata,
-    sa.Column(
-        "memory_seq", BigId, sa.ForeignKey("memories.seq", ondelete="CASCADE"), primary_key=True
-    ),
+    sa.Column("memory_seq", BigId, sa.ForeignKey("memories.seq", ondelete="CASCADE"), primary_key=True),
     sa.Column("tag", sa.String(128), primary_key=True),
     sa.Index("ix_memory_tags_tag", "tag", "memory_seq"),
 )

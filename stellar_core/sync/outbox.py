@@ -24,17 +24,11 @@ def record(conn: sa.Connection, events: Sequence[dict[str, Any]]) -> None:
 def since(conn: sa.Connection, namespace: str, seq: int) -> list[tuple[int, str, str]]:
     """(seq, memory_id, op) of the namespace's changes after ``seq``, oldest first."""
     c = changes.c
-    q = (
-        sa.select(c.seq, c.memory_id, c.op)
-        .where(c.namespace == namespace, c.seq > seq)
-        .order_by(c.seq)
-    )
+    q = sa.select(c.seq, c.memory_id, c.op).where(c.namespace == namespace, c.seq > seq).order_by(c.seq)
     return [(int(s), mid, op) for s, mid, op in conn.execute(q)]
 
 
 def last_seq(conn: sa.Connection, namespace: str) -> int:
     """Newest change seq of the namespace (0 if none)."""
     c = changes.c
-    return int(
-        conn.execute(sa.select(sa.func.max(c.seq)).where(c.namespace == namespace)).scalar() or 0
-    )
+    return int(conn.execute(sa.select(sa.func.max(c.seq)).where(c.namespace == namespace)).scalar() or 0)

@@ -55,9 +55,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "memory_tags",
-        sa.Column(
-            "memory_seq", BigId, sa.ForeignKey("memories.seq", ondelete="CASCADE"), primary_key=True
-        ),
+        sa.Column("memory_seq", BigId, sa.ForeignKey("memories.seq", ondelete="CASCADE"), primary_key=True),
         sa.Column("tag", sa.String(128), primary_key=True),
     )
     op.create_index("ix_memory_tags_tag", "memory_tags", ["tag", "memory_seq"])

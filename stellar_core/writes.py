@@ -1,0 +1,102 @@
+"""The write path: new memories, their tags, change events and full-text rows in one transaction."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import sqlalchemy as sa
+
+from stellar_core.models import Memory, Principal
+from stellar_core.scoring import ZonePolicy, memory_score
+from stellar_core.search import lexical
+from stellar_core.settings import Settings
+from stellar_core.store.dialect import SqliteDialect
+from stellar_core.store.records import fetch, live, m, put_tags, to_row, vector_to_blob
+from stellar_core.store.schema import memories
+from stellar_core.sync import outbox
+from stellar_core.validation import Draft
+
+
+def from_drafts(
+    conn: sa.Connection,
+    ns: str,
+    who: Principal,
+    drafts: Sequence[Draft],
+    policy: ZonePolicy,
+    s: Settings,
+    now: float,
+    stamp: Callable[[], str],
+) -> tuple[list[Memory], list[int]]:
+    """The memory for each draft, and the indexes of the drafts that are new.
+
+    A draft whose (thread, content) exists already in the namespace, or earlier in the batch,
+    gets that memory (exact dedup). New ones without a position follow their thread's last one.
+    """
+    hashes = {d.content_hash for d in drafts}
+    existing = fetch(conn, sa.and_(live(ns), m.content_hash.in_(hashes)))
+    by_key = {(x.thread, x.content_hash): x for x in existing.values()}
+    next_pos = _next_positions(conn, ns, {d.thread for d in drafts if d.thread is not None})
+    out: list[Memory] = []
+    new: list[int] = []
+    for i, d in enumerate(drafts):
+        key = (d.thread, d.content_hash)
+        if key not in by_key:
+            pos = d.position
+            if d.thread is not None:
+                pos = next_pos[d.thread] if pos is None else pos
+                next_pos[d.thread] = max(next_pos[d.thread], pos + 1)
+            score = memory_score(0, 0.0, d.importance, s)
+            by_key[key] = Memory(
+                id=uuid.uuid4().hex, namespace=ns, content=d.content, content_hash=d.content_hash,
+                importance=d.importance, pinned=d.pinned, recall_count=0, created_at=now,
+                updated_at=now, last_recalled_at=None, last_access_at=now,
+                zone=policy.zone_for(score), score=score, tags=d.tags, metadata=d.metadata,
+                source=d.source, thread=d.thread, position=pos, origin_agent=who.id,
+                hlc=stamp(), vector_clock={who.id: 1},
+            )  # fmt: skip
+            new.append(i)
+        out.append(by_key[key])
+    return out, new
+
+
+def insert(
+    conn: sa.Connection,
+    dialect: SqliteDialect,
+    who: Principal,
+    rows: Sequence[tuple[Memory, np.ndarray]],
+    op: str,
+    now: float,
+    window: int,
+) -> None:
+    """Insert memories (all of one namespace) with tags, change events and full-text rows."""
+    if not rows:
+        return
+    values = [{**to_row(x), "embedding": vector_to_blob(vec)} for x, vec in rows]
+    insert_stmt = memories.insert().returning(m.seq, sort_by_parameter_order=True)
+    seqs = list(conn.execute(insert_stmt, values).scalars())
+    put_tags(conn, ((seq, t) for (x, _), seq in zip(rows, seqs, strict=True) for t in x.tags))
+    outbox.record(
+        conn,
+        [
+            {"namespace": x.namespace, "memory_id": x.id, "op": op, "agent": who.id,
+             "hlc": x.hlc, "vector_clock": x.vector_clock, "payload": x.to_dict(),
+             "created_at": now}
+            for x, _ in rows
+        ],
+    )  # fmt: skip
+    lexical.reindex(conn, dialect, rows[0][0].namespace, seqs, window)
+
+
+def _next_positions(conn: sa.Connection, ns: str, threads: set[str]) -> dict[str, int]:
+    """For each thread, the position after its last memory (0 for a new thread)."""
+    if not threads:
+        return {}
+    q = (
+        sa.select(m.thread, sa.func.max(m.position))
+        .where(m.namespace == ns, m.thread.in_(threads))
+        .group_by(m.thread)
+    )
+    found = dict(conn.execute(q).all())
+    return {t: (found[t] + 1 if found.get(t) is not None else 0) for t in threads}
