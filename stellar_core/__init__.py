@@ -1,13 +1,14 @@
 """Stellar Memory: shared long-term memory for AI agents.
 
-from stellar_core import StellarMemory
-mem = StellarMemory()
-m = mem.store("The deploy key lives in the vault", importance=0.8, tags=["ops"])
-for hit in mem.recall("where is the deploy key?"):
-    print(hit.relevance, hit.memory.content)
+    from stellar_core import StellarMemory
+    mem = StellarMemory()
+    mem.store("The deploy key lives in the vault", importance=0.8, tags=["ops"])
+    for hit in mem.recall("where is the deploy key?"):
+        print(hit.relevance, hit.memory.content)
 """
 
 from stellar_core.clock import Clock, SteppingClock, SystemClock
+from stellar_core.connectors.files import ingest_path
 from stellar_core.embeddings import Embedder, OpenAIEmbedder, SentenceTransformerEmbedder
 from stellar_core.errors import (
     ConfigurationError,
@@ -20,6 +21,8 @@ from stellar_core.errors import (
 )
 from stellar_core.memory import StellarMemory
 from stellar_core.models import (
+    ImportReport,
+    IngestResult,
     Link,
     Memory,
     Principal,
@@ -35,6 +38,7 @@ __all__ = [
     "Clock",
     "ConfigurationError",
     "Embedder",
+    "ImportReport",
     "IngestResult",
     "Link",
     "Memory",

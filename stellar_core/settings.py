@@ -101,8 +101,8 @@ class Settings(BaseSettings):
     recall_candidates: int = Field(
         default=100, ge=1, description="Candidates taken from each index before fusion."
     )
-    lexical_weight: float = Field(default=0.5, ge=0, description="Weight of the lexical arm in fusion.")
-    vector_weight: float = Field(default=0.5, ge=0, description="Weight of the vector arm in fusion.")
+    lexical_weight: float = Field(default=0.6, ge=0, description="Weight of the lexical arm in fusion.")
+    vector_weight: float = Field(default=0.4, ge=0, description="Weight of the vector arm in fusion.")
     thread_context_weight: float = Field(
         default=0.35,
         ge=0,
@@ -110,7 +110,7 @@ class Settings(BaseSettings):
         description="Weight of thread neighbours in a memory's searchable representation.",
     )
     thread_context_window: int = Field(
-        default=1,
+        default=2,
         ge=0,
         le=5,
         description="Thread neighbours on each side that form a memory's context.",

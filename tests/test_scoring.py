@@ -69,7 +69,7 @@ def planted(mem: StellarMemory, now: float) -> list[Memory]:
                 score=0.0,
             )
         )
-    assert len(mem.restore(out)) == len(GRID)
+    assert mem.restore(out).imported == len(GRID)
     return out
 
 
