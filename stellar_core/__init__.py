@@ -1,10 +1,10 @@
 """Stellar Memory: shared long-term memory for AI agents.
 
-    from stellar_core import StellarMemory
-    mem = StellarMemory()
-    mem.store("The deploy key lives in the vault", importance=0.8, tags=["ops"])
-    for hit in mem.recall("where is the deploy key?"):
-        print(hit.relevance, hit.memory.content)
+from stellar_core import StellarMemory
+mem = StellarMemory()
+mem.store("The deploy key lives in the vault", importance=0.8, tags=["ops"])
+for hit in mem.recall("where is the deploy key?"):
+    print(hit.relevance, hit.memory.content)
 """
 
 from stellar_core.clock import Clock, SteppingClock, SystemClock

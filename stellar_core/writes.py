@@ -13,7 +13,7 @@ from stellar_core.scoring import ZonePolicy, memory_score
 from stellar_core.search import lexical
 from stellar_core.settings import Settings
 from stellar_core.store.dialect import SqliteDialect
-from stellar_core.store.records import fetch, live, m, put_tags, to_row, vector_to_blob
+from stellar_core.store.records import fetch, m, put_tags, to_row, vector_to_blob
 from stellar_core.store.schema import memories
 from stellar_core.sync import outbox
 from stellar_core.validation import Draft
@@ -34,9 +34,11 @@ def from_drafts(
     A draft whose (thread, content) exists already in the namespace, or earlier in the batch,
     gets that memory (exact dedup). New ones without a position follow their thread's last one.
     """
-    hashes = {d.content_hash for d in drafts}
-    existing = fetch(conn, sa.and_(live(ns), m.content_hash.in_(hashes)))
-    by_key = {(x.thread, x.content_hash): x for x in existing.values()}
+    hashes = list({d.content_hash for d in drafts})
+    found = {}
+    for i in range(0, len(hashes), 900):  # by hash alone: the content-hash index answers it
+        found.update(fetch(conn, m.content_hash.in_(hashes[i : i + 900])))
+    by_key = {(x.thread, x.content_hash): x for x in found.values() if x.namespace == ns and not x.forgotten}
     next_pos = _next_positions(conn, ns, {d.thread for d in drafts if d.thread is not None})
     out: list[Memory] = []
     new: list[int] = []

@@ -14,7 +14,6 @@ import sqlalchemy as sa
 from stellar_core.store.dialect import SqliteDialect
 from stellar_core.store.schema import memories
 
-_SPANS_PER_QUERY = 200
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 
 # Words that carry no topic: dropping them keeps BM25 OR-queries fast and on topic.
@@ -45,19 +44,15 @@ def _in_spans(
         lo, hi = bounds.get(t, (p, p))
         bounds[t] = (min(lo, p), max(hi, p))
     m = memories.c
-    items = list(bounds.items())
+    q = sa.select(m.seq, m.thread, m.position, m.content).where(
+        m.namespace == namespace,
+        m.thread == sa.bindparam("t"),
+        m.position.between(sa.bindparam("lo"), sa.bindparam("hi")),
+        m.deleted_at.is_(None),
+    )
     out: list[tuple[int, str, int, str]] = []
-    for i in range(0, len(items), _SPANS_PER_QUERY):  # SQLite caps expression depth at 1000
-        spans = sa.or_(
-            *(
-                sa.and_(m.thread == t, m.position.between(lo - reach, hi + reach))
-                for t, (lo, hi) in items[i : i + _SPANS_PER_QUERY]
-            )
-        )
-        q = sa.select(m.seq, m.thread, m.position, m.content).where(
-            m.namespace == namespace, m.deleted_at.is_(None), spans
-        )
-        out.extend(conn.execute(q).tuples())
+    for t, (lo, hi) in bounds.items():  # one index range per thread: no planner guesswork
+        out.extend(conn.execute(q, {"t": t, "lo": lo - reach, "hi": hi + reach}).tuples())
     return out
 
 
