@@ -44,15 +44,17 @@ def _in_spans(
         lo, hi = bounds.get(t, (p, p))
         bounds[t] = (min(lo, p), max(hi, p))
     m = memories.c
-    q = sa.select(m.seq, m.thread, m.position, m.content).where(
+    # No "deleted_at IS NULL" in SQL: it lets SQLite pick the partial dedup index and scan the
+    # whole namespace once per thread. One (namespace, thread, position) range per thread.
+    q = sa.select(m.seq, m.thread, m.position, m.content, m.deleted_at).where(
         m.namespace == namespace,
         m.thread == sa.bindparam("t"),
         m.position.between(sa.bindparam("lo"), sa.bindparam("hi")),
-        m.deleted_at.is_(None),
     )
     out: list[tuple[int, str, int, str]] = []
-    for t, (lo, hi) in bounds.items():  # one index range per thread: no planner guesswork
-        out.extend(conn.execute(q, {"t": t, "lo": lo - reach, "hi": hi + reach}).tuples())
+    for t, (lo, hi) in bounds.items():
+        rows = conn.execute(q, {"t": t, "lo": lo - reach, "hi": hi + reach})
+        out.extend((seq, th, pos, text) for seq, th, pos, text, gone in rows if gone is None)
     return out
 
 
@@ -77,12 +79,12 @@ def reindex(
     if not seqs:
         return
     m = memories.c
-    live = sa.and_(m.namespace == namespace, m.deleted_at.is_(None))
     rows: list[tuple[int, str | None, int | None, str]] = []
-    for i in range(0, len(seqs), 900):
-        chunk = seqs[i : i + 900]
-        q = sa.select(m.seq, m.thread, m.position, m.content).where(live, m.seq.in_(chunk))
-        rows.extend(conn.execute(q).tuples())
+    for i in range(0, len(seqs), 900):  # by primary key only; the rest is checked here
+        q = sa.select(m.seq, m.thread, m.position, m.content, m.namespace, m.deleted_at)
+        for seq, th, pos, text, ns, gone in conn.execute(q.where(m.seq.in_(seqs[i : i + 900]))):
+            if ns == namespace and gone is None:
+                rows.append((seq, th, pos, text))
     threaded = [(t, p) for _, t, p, _ in rows if t is not None and p is not None]
     by_place: dict[tuple[str, int], tuple[int, str]] = {}
     if threaded and window > 0:
