@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -40,10 +41,18 @@ def reorbit(
     """Rescore, rezone, forget and purge one namespace inside the caller's transaction."""
     started = time.perf_counter()
     ctx_col = _context_column(conn, context) if context is not None else None
+    orbit = _orbit_table(conn)
     scored = conn.execute(
-        memories.update().where(live(namespace)).values(score=score_sql(memories, now, s, ctx_col))
+        orbit.insert().from_select(
+            ["seq", "score", "zone"],
+            sa.select(m.seq, score_sql(memories, now, s, ctx_col), m.zone).where(live(namespace)),
+        )
     ).rowcount
-    inward, outward = _rezone(conn, namespace, policy)
+    inward, outward = _rezone(conn, orbit, policy)
+    # Each row is written once, with its new score and zone.
+    o = orbit.c
+    conn.execute(memories.update().where(m.seq == o.seq).values(score=o.score, zone=o.new_zone))
+    orbit.drop(conn)
     forgotten = _forget(conn, dialect, namespace, s, now, agent, hlc)
     purged = _purge(conn, namespace, s, now, agent, hlc)
     zones = dict.fromkeys(Zone, 0)
@@ -56,55 +65,62 @@ def reorbit(
     )
 
 
+def _temporary(conn: sa.Connection, name: str, *columns: sa.Column[Any]) -> sa.Table:
+    """A fresh temporary table on this connection."""
+    table = sa.Table(name, sa.MetaData(), *columns, prefixes=["TEMPORARY"])
+    table.drop(conn, checkfirst=True)
+    table.create(conn)
+    return table
+
+
+def _orbit_table(conn: sa.Connection) -> sa.Table:
+    """Work table of one pass: each live memory's new score, old zone and new zone."""
+    return _temporary(
+        conn,
+        "reorbit_orbit",
+        sa.Column("seq", sa.BigInteger, primary_key=True),
+        sa.Column("score", sa.Float, nullable=False),
+        sa.Column("zone", sa.String(8), nullable=False),
+        sa.Column("new_zone", sa.String(8)),
+    )
+
+
 def _context_column(conn: sa.Connection, context: Mapping[int, float]) -> sa.ColumnElement[float]:
     """Context similarities in a temporary table, as a correlated column (0 when absent)."""
-    tmp = sa.Table(
+    tmp = _temporary(
+        conn,
         "reorbit_context",
-        sa.MetaData(),
         sa.Column("seq", sa.BigInteger, primary_key=True),
         sa.Column("sim", sa.Float, nullable=False),
-        prefixes=["TEMPORARY"],
     )
-    tmp.drop(conn, checkfirst=True)
-    tmp.create(conn)
     if context:
         conn.execute(tmp.insert(), [{"seq": k, "sim": max(0.0, v)} for k, v in context.items()])
     sub = sa.select(tmp.c.sim).where(tmp.c.seq == m.seq).scalar_subquery()
     return sa.func.coalesce(sub, 0.0)
 
 
-def _rezone(conn: sa.Connection, namespace: str, policy: ZonePolicy) -> tuple[int, int]:
-    """Assign zones by rank; returns how many memories moved inward and outward."""
+def _rezone(conn: sa.Connection, orbit: sa.Table, policy: ZonePolicy) -> tuple[int, int]:
+    """Set each row's new zone by rank; returns how many memories move inward and outward."""
+    o = orbit.c
     counts = conn.execute(
-        sa.select(
-            *(sa.func.sum(sa.case((m.score >= policy.thresholds[z], 1), else_=0)) for z in BOUNDED)
-        ).where(live(namespace))
+        sa.select(*(sa.func.sum(sa.case((o.score >= policy.thresholds[z], 1), else_=0)) for z in BOUNDED))
     ).one()
     ends = policy.rank_ends({z: int(c or 0) for z, c in zip(BOUNDED, counts, strict=True)})
-    ranked = (
-        sa.select(
-            m.seq.label("seq"),
-            sa.func.row_number().over(order_by=(m.score.desc(), m.seq.desc())).label("r"),
-        )
-        .where(live(namespace))
-        .cte("ranked")
-    )
+    ranked = sa.select(
+        o.seq.label("seq"), sa.func.row_number().over(order_by=(o.score.desc(), o.seq.desc())).label("r")
+    ).subquery("ranked")
     new_zone = sa.case(
         *((ranked.c.r <= end, zone.value) for zone, end in zip(BOUNDED, ends, strict=True)),
         else_=Zone.CLOUD.value,
     )
-    order = sa.case({z.value: z.rank for z in Zone}, value=m.zone)
-    new_order = sa.case(
-        *((ranked.c.r <= end, zone.rank) for zone, end in zip(BOUNDED, ends, strict=True)),
-        else_=Zone.CLOUD.rank,
-    )
+    conn.execute(orbit.update().where(o.seq == ranked.c.seq).values(new_zone=new_zone))
+    rank = {z.value: z.rank for z in Zone}
+    old, new = sa.case(rank, value=o.zone), sa.case(rank, value=o.new_zone)
     moves = conn.execute(
         sa.select(
-            sa.func.sum(sa.case((new_order < order, 1), else_=0)),
-            sa.func.sum(sa.case((new_order > order, 1), else_=0)),
-        ).select_from(memories.join(ranked, ranked.c.seq == m.seq))
+            sa.func.sum(sa.case((new < old, 1), else_=0)), sa.func.sum(sa.case((new > old, 1), else_=0))
+        )
     ).one()
-    conn.execute(memories.update().where(m.seq == ranked.c.seq, m.zone != new_zone).values(zone=new_zone))
     return int(moves[0] or 0), int(moves[1] or 0)
 
 
@@ -138,7 +154,7 @@ def _forget(
         .values(hlc=sa.bindparam("b_hlc"), vector_clock=sa.bindparam("b_vc")),
         [{"b_seq": seq, "b_hlc": h, "b_vc": vc} for seq, _, h, vc in stamps],
     )
-    dialect.text_index_drop(conn, [r[0] for r in rows])
+    dialect.text_index_drop(conn, namespace, [r[0] for r in rows])
     # Their words must also leave the thread context of their neighbours.
     places = [(t, p) for *_, t, p in rows if t is not None and p is not None]
     around = lexical.neighbours(conn, namespace, places, s.thread_context_window)

@@ -36,7 +36,7 @@ from stellar_core.search.recall import recall as recall_pass
 from stellar_core.settings import Settings
 from stellar_core.store.engine import Database
 from stellar_core.store.records import fetch, live, m, put_tags, vector_to_blob
-from stellar_core.store.schema import changes, memories, memory_tags, meta, namespace_config
+from stellar_core.store.schema import changes, memories, memory_tags, memory_vectors, meta, namespace_config
 from stellar_core.sync import outbox
 from stellar_core.sync.clock import HybridLogicalClock, bump
 from stellar_core.validation import Draft
@@ -187,7 +187,7 @@ class StellarMemory:
         if content is not None:
             values["content"] = check.content(content, self.settings.max_content_chars)
             values["content_hash"] = check.content_hash(content)
-            values["embedding"] = vector_to_blob(self.embedder.embed([content])[0])
+            vector = vector_to_blob(self.embedder.embed([content])[0])
         if importance is not None:
             values["importance"] = check.importance(importance)
         if pinned is not None:
@@ -210,8 +210,11 @@ class StellarMemory:
                 conn.execute(memory_tags.delete().where(memory_tags.c.memory_seq == seq))
                 put_tags(conn, ((seq, t) for t in new_tags))
             if content is not None:
+                conn.execute(
+                    memory_vectors.update().where(memory_vectors.c.seq == seq).values(embedding=vector)
+                )
                 lexical.reindex(conn, self.db.dialect, ns, [seq], self.settings.thread_context_window)
-            changed = sorted(k for k in values if k not in ("embedding", "updated_at", "last_access_at"))
+            changed = sorted(k for k in values if k not in ("updated_at", "last_access_at"))
             updated = fetch(conn, m.seq == seq)[seq]
             payload = {k: v for k, v in updated.to_dict().items() if k in changed or k == "tags"}
             self._record(conn, ns, memory_id, "update", who, updated.hlc, vc, payload, now)
@@ -234,7 +237,7 @@ class StellarMemory:
             conn.execute(
                 memories.update().where(m.seq == seq).values(deleted_at=now, hlc=stamp, vector_clock=vc)
             )
-            self.db.dialect.text_index_drop(conn, [seq])
+            self.db.dialect.text_index_drop(conn, ns, [seq])
             th, pos = current.thread, current.position
             place = [(th, pos)] if th is not None and pos is not None else []
             neighbours = lexical.neighbours(conn, ns, place, self._window)
@@ -356,25 +359,14 @@ class StellarMemory:
             source_type,
         )
         vector = self.embedder.embed([text])[0]
-        index = self._vectors().get(ns)
         now = self.clock.now()
         with self.db.read() as conn:
-            ranked = recall_pass(
-                conn,
-                self.db.dialect,
-                index,
-                ns,
-                text,
-                vector,
-                k,
-                filters,
-                bool(expand),
-                self.settings,
-                now,
+            index = self._vectors().get(ns, conn)
+            hits = recall_pass(
+                conn, self.db.dialect, index, ns, text, vector, k, filters, bool(expand), self.settings, now
             )
-            found = fetch(conn, m.seq.in_([seq for seq, _, _ in ranked]))
-        self._recalls.add((seq for seq, _, _ in ranked), now)
-        return [RecallHit(found[seq], rel, via) for seq, rel, via in ranked if seq in found]
+        self._recalls.add((seq for seq, *_ in hits), now)
+        return [RecallHit(x, relevance, via) for _, x, relevance, via in hits]
 
     def get(
         self,
@@ -542,8 +534,10 @@ class StellarMemory:
         known: dict[str, bytes] = {}
         with self.db.read() as conn:
             for i in range(0, len(hashes), 900):
-                q = sa.select(m.content_hash, m.embedding).where(
-                    m.content_hash.in_(hashes[i : i + 900]), m.embedding.is_not(None)
+                q = (
+                    sa.select(m.content_hash, memory_vectors.c.embedding)
+                    .join_from(memories, memory_vectors, memory_vectors.c.seq == m.seq)
+                    .where(m.content_hash.in_(hashes[i : i + 900]))
                 )
                 known.update(conn.execute(q).all())
         todo = [d.content for d in drafts if d.content_hash not in known]

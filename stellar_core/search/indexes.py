@@ -13,7 +13,10 @@ import sqlalchemy as sa
 from stellar_core.search.vector import VectorIndex
 from stellar_core.store.engine import Database
 from stellar_core.store.records import blob_to_vectors, m
+from stellar_core.store.schema import memories, memory_vectors
 from stellar_core.sync import outbox
+
+v = memory_vectors.c
 
 
 class VectorIndexes:
@@ -27,17 +30,20 @@ class VectorIndexes:
         self._seq_of: dict[str, dict[str, int]] = {}  # per namespace: memory id -> seq
         self._lock = threading.Lock()
 
-    def get(self, namespace: str) -> VectorIndex:
-        """The namespace's index, caught up with every committed change."""
+    def get(self, namespace: str, conn: sa.Connection | None = None) -> VectorIndex:
+        """The namespace's index, caught up with every change committed before ``conn``'s
+        snapshot (a read transaction of its own if none is given)."""
         with self._lock:
             index = self._indexes.get(namespace)
             if index is None:
                 index = self._indexes[namespace] = VectorIndex(self._dim, self._hnsw_min_rows)
                 self._seq_of[namespace] = {}
-        with self._db.read() as conn:
-            events = outbox.since(conn, namespace, index.watermark)
-            if events:
-                self._apply(conn, namespace, index, events)
+        if conn is None:
+            with self._db.read() as own:
+                return self.get(namespace, own)
+        events = outbox.since(conn, namespace, index.watermark)
+        if events:
+            self._apply(conn, namespace, index, events)
         return index
 
     def maintain(self) -> None:
@@ -58,8 +64,10 @@ class VectorIndexes:
         gone: list[int] = []
         present: set[str] = set()
         for i in range(0, len(ids), 900):
-            q = sa.select(m.id, m.seq, m.embedding, m.thread, m.position, m.deleted_at).where(
-                m.namespace == namespace, m.id.in_(ids[i : i + 900])
+            q = (
+                sa.select(m.id, m.seq, v.embedding, m.thread, m.position, m.deleted_at)
+                .outerjoin_from(memories, memory_vectors, v.seq == m.seq)
+                .where(m.namespace == namespace, m.id.in_(ids[i : i + 900]))
             )
             for mid, seq, blob, thread, pos, deleted in conn.execute(q):
                 present.add(mid)

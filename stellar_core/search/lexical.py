@@ -6,8 +6,10 @@ column: a fact is often stated in reply to a question whose words the reply lack
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -43,19 +45,33 @@ def _in_spans(
     for t, p in places:
         lo, hi = bounds.get(t, (p, p))
         bounds[t] = (min(lo, p), max(hi, p))
-    m = memories.c
-    # No "deleted_at IS NULL" in SQL: it lets SQLite pick the partial dedup index and scan the
-    # whole namespace once per thread. One (namespace, thread, position) range per thread.
-    q = sa.select(m.seq, m.thread, m.position, m.content, m.deleted_at).where(
-        m.namespace == namespace,
-        m.thread == sa.bindparam("t"),
-        m.position.between(sa.bindparam("lo"), sa.bindparam("hi")),
-    )
     out: list[tuple[int, str, int, str]] = []
-    for t, (lo, hi) in bounds.items():
-        rows = conn.execute(q, {"t": t, "lo": lo - reach, "hi": hi + reach})
-        out.extend((seq, th, pos, text) for seq, th, pos, text, gone in rows if gone is None)
+    items = list(bounds.items())
+    for i in range(0, len(items), 900):
+        chunk = items[i : i + 900]
+        params: dict[str, Any] = {"ns": namespace}
+        for j, (t, (lo, hi)) in enumerate(chunk):
+            params.update({f"t{j}": t, f"lo{j}": lo - reach, f"hi{j}": hi + reach})
+        for seq, th, pos, text, gone in conn.execute(_spans_sql(len(chunk)), params):
+            if gone is None:
+                out.append((seq, th, pos, text))
     return out
+
+
+@functools.lru_cache(maxsize=64)
+def _spans_sql(n: int) -> sa.TextClause:
+    """One (namespace, thread, position) index range per thread, in one statement.
+
+    Plain SQL: SQLAlchemy would compile a VALUES list anew on every call. No "deleted_at IS
+    NULL" in it: that lets SQLite pick the partial dedup index and scan whole namespaces.
+    """
+    spans = ", ".join(f"(:t{j}, :lo{j}, :hi{j})" for j in range(n))
+    return sa.text(
+        f"WITH spans (t, lo, hi) AS (VALUES {spans}) "
+        "SELECT m.seq, m.thread, m.position, m.content, m.deleted_at FROM spans "
+        "JOIN memories m ON m.namespace = :ns AND m.thread = spans.t "
+        "AND m.position BETWEEN spans.lo AND spans.hi"
+    )
 
 
 def neighbours(
@@ -106,5 +122,5 @@ def reindex(
                 for d in range(-window, window + 1)
                 if d != 0 and (th, pos + d) in by_place
             )
-        out.append((seq, content, context, namespace))
-    dialect.text_index_put(conn, out)
+        out.append((seq, content, context))
+    dialect.text_index_put(conn, namespace, out)

@@ -9,13 +9,13 @@ import numpy as np
 import sqlalchemy as sa
 
 from stellar_core.clock import DAY
-from stellar_core.models import Zone
+from stellar_core.models import Memory, Zone
 from stellar_core.search import fusion
 from stellar_core.search.lexical import query_terms
 from stellar_core.search.vector import VectorIndex
 from stellar_core.settings import Settings
-from stellar_core.store.dialect import SqliteDialect
-from stellar_core.store.records import live, m
+from stellar_core.store.dialect import SqliteDialect, among
+from stellar_core.store.records import fetch, live, m
 from stellar_core.store.schema import links, memory_tags
 
 RECENCY_HALF_LIFE_DAYS = 7.0
@@ -65,8 +65,8 @@ def recall(
     expand: bool,
     s: Settings,
     now: float,
-) -> list[tuple[int, float, tuple[str, ...]]]:
-    """Best ``k`` (seq, relevance, via) for a query in one namespace."""
+) -> list[tuple[int, Memory, float, tuple[str, ...]]]:
+    """Best ``k`` (seq, memory, relevance, via) for a query in one namespace."""
     where = filters.sql()
     allowed: set[int] | None = None
     if where is not None:
@@ -88,9 +88,10 @@ def recall(
     head = sorted(cands, key=lambda q: -cands[q].relevance)[: max(3 * k, 30)]
     _apply_boosts(conn, cands, head, s, now)
     ranked = sorted(head, key=lambda q: -cands[q].relevance)[:k]
+    rows = fetch(conn, among(conn, m.seq, ranked)) if ranked else {}
     if expand and ranked:
-        ranked = _expand(conn, namespace, cands, ranked, where, k, s)
-    return [(q, cands[q].relevance, tuple(sorted(cands[q].via))) for q in ranked]
+        ranked = _expand(conn, namespace, cands, rows, ranked, where, k, s)
+    return [(q, rows[q], cands[q].relevance, tuple(sorted(cands[q].via))) for q in ranked]
 
 
 def _vector_arm(
@@ -124,7 +125,7 @@ def _apply_boosts(
 ) -> None:
     if not head:
         return
-    rows = conn.execute(sa.select(m.seq, m.zone, m.last_access_at).where(m.seq.in_(head)))
+    rows = conn.execute(sa.select(m.seq, m.zone, m.last_access_at).where(among(conn, m.seq, head)))
     for seq, zone, last in rows:
         fresh = 0.5 ** (max(0.0, now - last) / DAY / RECENCY_HALF_LIFE_DAYS)
         c = cands[seq]
@@ -135,14 +136,15 @@ def _expand(
     conn: sa.Connection,
     namespace: str,
     cands: dict[int, Candidate],
+    rows: dict[int, Memory],
     seeds: list[int],
     where: sa.ColumnElement[bool] | None,
     k: int,
     s: Settings,
 ) -> list[int]:
-    """Add linked memories of the seeds, each scored below the seed that brought it."""
-    ids = dict(conn.execute(sa.select(m.seq, m.id).where(m.seq.in_(seeds))).all())
-    seed_of = {mid: seq for seq, mid in ids.items()}
+    """Add linked memories of the seeds, each scored below the seed that brought it
+    (fetched into ``rows``)."""
+    seed_of = {rows[seq].id: seq for seq in seeds}
     lc = links.c
     edges = conn.execute(
         sa.select(lc.source_id, lc.target_id, lc.weight).where(
@@ -157,14 +159,15 @@ def _expand(
         best[other] = max(best.get(other, 0.0), score)
     if not best:
         return seeds
-    q: Any = sa.select(m.seq, m.id).where(live(namespace), m.id.in_(best))
+    q: Any = live(namespace) & m.id.in_(best)
     if where is not None:
-        q = q.where(where)
-    for seq, mid in conn.execute(q):
+        q = q & where
+    for seq, x in fetch(conn, q).items():
         if seq in seeds:
             continue
+        rows.setdefault(seq, x)
         c = cands.setdefault(seq, Candidate(0.0))
-        c.relevance = max(c.relevance, best[mid])
+        c.relevance = max(c.relevance, best[x.id])
         c.via.add("graph")
     pool = set(seeds) | {seq for seq, c in cands.items() if "graph" in c.via}
     return sorted(pool, key=lambda q: -cands[q].relevance)[:k]

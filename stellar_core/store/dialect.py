@@ -6,7 +6,8 @@ Only SQLite exists today; the PostgreSQL dialect joins it here, nowhere else.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -35,6 +36,9 @@ class SqliteDialect:
     """SQLite (embedded default): WAL, explicit BEGIN, FTS5 with BM25."""
 
     name = "sqlite"
+
+    def __init__(self) -> None:
+        self._text_tables: set[str] = set()  # full-text tables known to exist
 
     def engine_kwargs(self) -> dict[str, Any]:
         return {"connect_args": {"check_same_thread": False, "timeout": 15}}
@@ -69,24 +73,46 @@ class SqliteDialect:
         """An INSERT that supports ``on_conflict_do_update`` / ``on_conflict_do_nothing``."""
         return sqlite.insert(table)
 
-    # --- full text ----------------------------------------------------------------------
-    def text_index_put(self, conn: sa.Connection, rows: Iterable[tuple[int, str, str, str]]) -> None:
-        """(Re)index rows of (seq, content, thread context, namespace)."""
-        rows = list(rows)
+    # --- full text: one FTS5 table per namespace, rowid = memories.seq -----------------
+    def _text_table(self, conn: sa.Connection, namespace: str, create: bool) -> str | None:
+        """The namespace's full-text table; created on first write, None if it has none yet."""
+        name = "fts_" + namespace_token(namespace)
+        if name in self._text_tables:
+            return name
+        exists = conn.exec_driver_sql(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+        ).first()
+        if not exists:
+            if not create:
+                return None
+            # `context` holds the thread neighbours' text, ranked with a lower weight.
+            conn.exec_driver_sql(
+                f"CREATE VIRTUAL TABLE {name} USING fts5("
+                "content, context, tokenize = 'porter unicode61 remove_diacritics 2')"
+            )
+            return name  # not remembered yet: this transaction may still roll back
+        self._text_tables.add(name)
+        return name
+
+    def text_index_put(
+        self, conn: sa.Connection, namespace: str, rows: Sequence[tuple[int, str, str]]
+    ) -> None:
+        """(Re)index rows of (seq, content, thread context) of one namespace."""
         if not rows:
             return
-        self.text_index_drop(conn, [r[0] for r in rows])  # FTS5 rejects a duplicate rowid
-        conn.exec_driver_sql(
-            "INSERT INTO memories_fts(rowid, content, context, ns) VALUES (?, ?, ?, ?)",
-            [(seq, content, context, namespace_token(ns)) for seq, content, context, ns in rows],
-        )
+        table = self._text_table(conn, namespace, create=True)
+        self.text_index_drop(conn, namespace, [r[0] for r in rows])  # FTS5 rejects a duplicate rowid
+        conn.exec_driver_sql(f"INSERT INTO {table}(rowid, content, context) VALUES (?, ?, ?)", list(rows))
 
-    def text_index_drop(self, conn: sa.Connection, seqs: Sequence[int]) -> None:
-        """Remove rows from the full-text index."""
+    def text_index_drop(self, conn: sa.Connection, namespace: str, seqs: Sequence[int]) -> None:
+        """Remove rows from a namespace's full-text index."""
+        table = self._text_table(conn, namespace, create=False)
+        if table is None:
+            return
         for i in range(0, len(seqs), 500):
             chunk = list(seqs[i : i + 500])
             marks = ",".join("?" * len(chunk))
-            conn.exec_driver_sql(f"DELETE FROM memories_fts WHERE rowid IN ({marks})", tuple(chunk))
+            conn.exec_driver_sql(f"DELETE FROM {table} WHERE rowid IN ({marks})", tuple(chunk))
 
     def text_search(
         self,
@@ -97,24 +123,36 @@ class SqliteDialect:
         context_weight: float,
         where: sa.ColumnElement[bool] | None = None,
     ) -> list[tuple[int, float]]:
-        """BM25 top ``limit`` (seq, score) for any of ``terms``, higher score better."""
-        if not terms:
+        """BM25 top ``limit`` (seq, score) for any of ``terms``, higher score better.
+
+        The table holds live memories only, so the memories table is joined only to filter.
+        """
+        table = self._text_table(conn, namespace, create=False) if terms else None
+        if table is None:
             return []
+        fts = sa.table(table, sa.column("rowid"))
+        rank = sa.func.bm25(sa.literal_column(table), 1.0, context_weight)
         quoted = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
-        match = f'ns : "{namespace_token(namespace)}" AND ({quoted})'
-        fts = sa.table("memories_fts", sa.column("rowid"))
-        rank = sa.func.bm25(sa.literal_column("memories_fts"), 1.0, context_weight, 0.0)
-        query = (
+        query: Any = (
             sa.select(fts.c.rowid, rank.label("rank"))
-            .select_from(fts.join(memories, memories.c.seq == fts.c.rowid))
-            .where(sa.literal_column("memories_fts").op("MATCH")(match))
-            .where(memories.c.namespace == namespace)
+            .where(sa.literal_column(table).op("MATCH")(quoted))
             .order_by(sa.text("rank"))
             .limit(limit)
         )
         if where is not None:
-            query = query.where(where)
+            query = query.join_from(fts, memories, memories.c.seq == fts.c.rowid).where(where)
         return [(int(seq), -float(r)) for seq, r in conn.execute(query)]
+
+
+def among(
+    conn: sa.Connection, column: sa.ColumnElement[Any], values: Sequence[int]
+) -> sa.ColumnElement[bool]:
+    """``column IN values`` with the values as one bound JSON list: an expanded IN list is
+    recompiled per call and costs more than the query on the recall path. Integers only."""
+    if conn.dialect.name != "sqlite":
+        return column.in_(values)
+    listed = sa.bindparam(None, json.dumps([int(v) for v in values]), type_=sa.String)
+    return column.in_(sa.select(sa.literal_column("value")).select_from(sa.func.json_each(listed)))
 
 
 def dialect_for(url: sa.URL) -> SqliteDialect:

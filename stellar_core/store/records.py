@@ -9,12 +9,12 @@ import numpy as np
 import sqlalchemy as sa
 
 from stellar_core.models import Memory, Source, Zone
+from stellar_core.store.dialect import among
 from stellar_core.store.schema import memories, memory_tags
 
 m = memories.c
 
-# Everything but the embedding: recall returns memories, not vectors.
-MEMORY_COLUMNS = [c for c in memories.c if c.name != "embedding"]
+MEMORY_COLUMNS = list(memories.c)
 
 
 def live(namespace: str) -> sa.ColumnElement[bool]:
@@ -57,7 +57,7 @@ def to_memory(row: sa.Row[Any], tags: Sequence[str] = ()) -> Memory:
 
 
 def to_row(mem: Memory) -> dict[str, Any]:
-    """Column values for a ``Memory`` (without seq and embedding)."""
+    """Column values for a ``Memory`` (without seq)."""
     src = mem.source
     return {
         "id": mem.id,
@@ -101,12 +101,11 @@ def fetch(conn: sa.Connection, where: sa.ColumnElement[bool]) -> dict[int, Memor
 def tags_of(conn: sa.Connection, seqs: Sequence[int]) -> dict[int, list[str]]:
     """Tags of each memory."""
     out: dict[int, list[str]] = {}
-    for i in range(0, len(seqs), 900):
-        q = sa.select(memory_tags.c.memory_seq, memory_tags.c.tag).where(
-            memory_tags.c.memory_seq.in_(seqs[i : i + 900])
-        )
-        for seq, tag in conn.execute(q):
-            out.setdefault(seq, []).append(tag)
+    q = sa.select(memory_tags.c.memory_seq, memory_tags.c.tag).where(
+        among(conn, memory_tags.c.memory_seq, seqs)
+    )
+    for seq, tag in conn.execute(q):
+        out.setdefault(seq, []).append(tag)
     return out
 
 

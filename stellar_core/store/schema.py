@@ -35,13 +35,21 @@ memories = sa.Table(
     sa.Column("position", sa.Integer),
     sa.Column("encrypted", sa.Boolean, nullable=False, default=False),
     sa.Column("key_id", sa.String(64)),
-    sa.Column("embedding", sa.LargeBinary),
     sa.Column("origin_agent", sa.String(128), nullable=False),
     sa.Column("hlc", sa.String(40), nullable=False),
     sa.Column("vector_clock", sa.JSON, nullable=False),
     sa.Column("deleted_at", sa.Float),
     sa.Index("ix_memories_ns_zone", "namespace", "zone"),
     sa.Index("ix_memories_ns_thread", "namespace", "thread", "position"),
+)
+
+# Vectors live beside the rows, not in them: reorbit rewrites every row's score and zone,
+# and a 1.5 KB blob inside each row would be rewritten with it.
+memory_vectors = sa.Table(
+    "memory_vectors",
+    metadata,
+    sa.Column("seq", BigId, sa.ForeignKey("memories.seq", ondelete="CASCADE"), primary_key=True),
+    sa.Column("embedding", sa.LargeBinary, nullable=False),
 )
 
 memory_tags = sa.Table(
