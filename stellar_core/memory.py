@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -81,7 +81,8 @@ class StellarMemory:
             self._hlc.observe(conn.execute(sa.select(sa.func.max(changes.c.hlc))).scalar() or "")
         self._indexes: VectorIndexes | None = None
         self._recalls = RecallLog(self.db)
-        self._upkeep = Upkeep(s.stats_flush_seconds, [self._recalls.flush, self._maintain_indexes])
+        upkeep: list[Callable[[], object]] = [self._recalls.flush, self._maintain_indexes, self.db.checkpoint]
+        self._upkeep = Upkeep(s.stats_flush_seconds, upkeep)
         if background:
             self._upkeep.start()
 
@@ -151,7 +152,7 @@ class StellarMemory:
         drafts = [check.draft(item, limit) for item in check.items(items)]
         if not drafts:
             return []
-        vectors = self._embed_for_store(drafts)
+        vectors = self._embed_for_store(ns, drafts)
         policy = self.zone_policy(ns)
         for attempt in range(2):
             try:
@@ -528,8 +529,8 @@ class StellarMemory:
             ],
         )
 
-    def _embed_for_store(self, drafts: list[Draft]) -> np.ndarray:
-        """Vectors for the drafts, reusing any already stored for the same content."""
+    def _embed_for_store(self, ns: str, drafts: list[Draft]) -> np.ndarray:
+        """Vectors for the drafts, reusing any stored for the same content in the namespace."""
         hashes = list({d.content_hash for d in drafts})
         known: dict[str, bytes] = {}
         with self.db.read() as conn:
@@ -537,7 +538,7 @@ class StellarMemory:
                 q = (
                     sa.select(m.content_hash, memory_vectors.c.embedding)
                     .join_from(memories, memory_vectors, memory_vectors.c.seq == m.seq)
-                    .where(m.content_hash.in_(hashes[i : i + 900]))
+                    .where(live(ns), m.content_hash.in_(hashes[i : i + 900]))
                 )
                 known.update(conn.execute(q).all())
         todo = [d.content for d in drafts if d.content_hash not in known]
@@ -570,7 +571,7 @@ class StellarMemory:
         for e in edges:
             check.link_record(e)
         limit = self.settings.max_content_chars
-        vectors = self._embed_for_store([check.draft({"content": x.content}, limit) for x in wanted])
+        vectors = self._embed_for_store(ns, [check.draft({"content": x.content}, limit) for x in wanted])
         with self.db.write() as conn:
             taken = set(conn.execute(sa.select(m.id).where(m.id.in_({x.id for x in wanted}))).scalars())
             keys = set(

@@ -14,7 +14,7 @@ from stellar_core.scoring import ZonePolicy, memory_score
 from stellar_core.search import lexical
 from stellar_core.settings import Settings
 from stellar_core.store.dialect import SqliteDialect
-from stellar_core.store.records import fetch, m, put_tags, to_row, vector_to_blob
+from stellar_core.store.records import fetch, live, m, put_tags, to_row, vector_to_blob
 from stellar_core.store.schema import memories, memory_vectors
 from stellar_core.sync import outbox
 from stellar_core.validation import Draft
@@ -49,9 +49,9 @@ def from_drafts(
     """
     hashes = list({d.content_hash for d in drafts})
     found = {}
-    for i in range(0, len(hashes), 900):  # by hash alone: the content-hash index answers it
-        found.update(fetch(conn, m.content_hash.in_(hashes[i : i + 900])))
-    by_key = {(x.thread, x.content_hash): x for x in found.values() if x.namespace == ns and not x.forgotten}
+    for i in range(0, len(hashes), 900):  # live(ns) + hash: the dedup index answers it
+        found.update(fetch(conn, live(ns) & m.content_hash.in_(hashes[i : i + 900])))
+    by_key = {(x.thread, x.content_hash): x for x in found.values()}
     next_pos = _next_positions(conn, ns, {d.thread for d in drafts if d.thread is not None})
     out: list[Memory] = []
     new: list[int] = []

@@ -690,3 +690,12 @@ def test_export_zone_and_scores_match_get(populated: StellarMemory) -> None:
         got = populated.get(x["id"])
         assert x == got.to_dict()
         assert Zone(x["zone"]) == got.zone
+
+
+def test_upkeep_folds_the_write_ahead_log_into_the_database(mem: StellarMemory) -> None:
+    db_file = Path(mem.db.url.database)
+    mem.store_many([f"note number {i} about the antenna" for i in range(200)])
+    before = db_file.stat().st_size  # the new pages are still in the -wal file
+    mem._upkeep.run_once()  # what the background thread does every few seconds
+    assert db_file.stat().st_size > before
+    assert mem.db.checkpoint() == 0  # nothing left over

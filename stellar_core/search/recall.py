@@ -14,11 +14,12 @@ from stellar_core.search import fusion
 from stellar_core.search.lexical import query_terms
 from stellar_core.search.vector import VectorIndex
 from stellar_core.settings import Settings
-from stellar_core.store.dialect import SqliteDialect, among
-from stellar_core.store.records import fetch, live, m
+from stellar_core.store.dialect import SqliteDialect, in_json_list, json_list
+from stellar_core.store.records import fetch, fetch_seqs, live, m
 from stellar_core.store.schema import links, memory_tags
 
 RECENCY_HALF_LIFE_DAYS = 7.0
+_HEAD = sa.select(m.seq, m.zone, m.last_access_at).where(in_json_list(m.seq, "seqs"))
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def recall(
     head = sorted(cands, key=lambda q: -cands[q].relevance)[: max(3 * k, 30)]
     _apply_boosts(conn, cands, head, s, now)
     ranked = sorted(head, key=lambda q: -cands[q].relevance)[:k]
-    rows = fetch(conn, among(conn, m.seq, ranked)) if ranked else {}
+    rows = fetch_seqs(conn, ranked)
     if expand and ranked:
         ranked = _expand(conn, namespace, cands, rows, ranked, where, k, s)
     return [(q, rows[q], cands[q].relevance, tuple(sorted(cands[q].via))) for q in ranked]
@@ -125,7 +126,7 @@ def _apply_boosts(
 ) -> None:
     if not head:
         return
-    rows = conn.execute(sa.select(m.seq, m.zone, m.last_access_at).where(among(conn, m.seq, head)))
+    rows = conn.execute(_HEAD, {"seqs": json_list(head)})
     for seq, zone, last in rows:
         fresh = 0.5 ** (max(0.0, now - last) / DAY / RECENCY_HALF_LIFE_DAYS)
         c = cands[seq]

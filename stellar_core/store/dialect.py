@@ -5,6 +5,7 @@ Only SQLite exists today; the PostgreSQL dialect joins it here, nowhere else.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Sequence
@@ -24,6 +25,11 @@ _PRAGMAS = (
     "PRAGMA foreign_keys=ON",
     "PRAGMA temp_store=MEMORY",
     "PRAGMA cache_size=-65536",
+    # Checkpoints copy the WAL into the database inside some writer's commit. A 32 MB bound
+    # instead of 4 MB makes that rare (batch stores +10%); the upkeep thread checkpoints
+    # passively in between, off the write path.
+    "PRAGMA wal_autocheckpoint=8000",
+    "PRAGMA journal_size_limit=67108864",
 )
 
 
@@ -68,6 +74,12 @@ class SqliteDialect:
         ``namespace = ?`` for a selective index and scans whole namespaces."""
         conn.exec_driver_sql("PRAGMA analysis_limit=400")
         conn.exec_driver_sql("ANALYZE")
+
+    def checkpoint(self, conn: sa.Connection) -> int:
+        """Copy what it can of the WAL into the database without waiting for anyone;
+        returns the frames left over (0: the WAL is fully checkpointed)."""
+        _busy, frames, done = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
+        return max(0, int(frames) - int(done))
 
     def insert(self, table: sa.Table) -> Any:
         """An INSERT that supports ``on_conflict_do_update`` / ``on_conflict_do_nothing``."""
@@ -130,29 +142,56 @@ class SqliteDialect:
         table = self._text_table(conn, namespace, create=False) if terms else None
         if table is None:
             return []
+        params = {
+            "match": " OR ".join('"' + t.replace('"', '""') + '"' for t in terms),
+            "context_weight": context_weight,
+            "limit": limit,
+        }
+        if where is None:
+            return [(int(seq), -float(r)) for seq, r in conn.execute(_text_query(table), params)]
         fts = sa.table(table, sa.column("rowid"))
-        rank = sa.func.bm25(sa.literal_column(table), 1.0, context_weight)
-        quoted = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
-        query: Any = (
-            sa.select(fts.c.rowid, rank.label("rank"))
-            .where(sa.literal_column(table).op("MATCH")(quoted))
+        query = (
+            sa.select(fts.c.rowid, _bm25(table).label("rank"))
+            .join_from(fts, memories, memories.c.seq == fts.c.rowid)
+            .where(sa.literal_column(table).op("MATCH")(sa.bindparam("match")), where)
             .order_by(sa.text("rank"))
-            .limit(limit)
+            .limit(sa.bindparam("limit"))
         )
-        if where is not None:
-            query = query.join_from(fts, memories, memories.c.seq == fts.c.rowid).where(where)
-        return [(int(seq), -float(r)) for seq, r in conn.execute(query)]
+        return [(int(seq), -float(r)) for seq, r in conn.execute(query, params)]
 
 
-def among(
-    conn: sa.Connection, column: sa.ColumnElement[Any], values: Sequence[int]
-) -> sa.ColumnElement[bool]:
-    """``column IN values`` with the values as one bound JSON list: an expanded IN list is
-    recompiled per call and costs more than the query on the recall path. Integers only."""
-    if conn.dialect.name != "sqlite":
-        return column.in_(values)
-    listed = sa.bindparam(None, json.dumps([int(v) for v in values]), type_=sa.String)
-    return column.in_(sa.select(sa.literal_column("value")).select_from(sa.func.json_each(listed)))
+def _bm25(table: str) -> sa.ColumnElement[float]:
+    return sa.func.bm25(sa.literal_column(table), 1.0, sa.bindparam("context_weight"))
+
+
+@functools.lru_cache(maxsize=256)
+def _text_query(table: str) -> sa.Select[Any]:
+    """The unfiltered full-text query of one table, built once (building costs more than
+    the search itself on a small namespace)."""
+    fts = sa.table(table, sa.column("rowid"))
+    return (
+        sa.select(fts.c.rowid, _bm25(table).label("rank"))
+        .where(sa.literal_column(table).op("MATCH")(sa.bindparam("match")))
+        .order_by(sa.text("rank"))
+        .limit(sa.bindparam("limit"))
+    )
+
+
+def in_json_list(column: sa.ColumnElement[Any], name: str) -> sa.ColumnElement[bool]:
+    """``column IN`` the integers of a JSON list bound as parameter ``name``.
+
+    One parameter, so a statement using it can be built once: an expanded IN list is
+    rebuilt and recompiled per call and costs more than the query on the recall path.
+    """
+    values: sa.Select[Any] = sa.select(sa.column("value")).select_from(
+        sa.func.json_each(sa.bindparam(name, type_=sa.String))
+    )
+    return column.in_(values)
+
+
+def json_list(values: Sequence[int]) -> str:
+    """The value for an ``in_json_list`` parameter."""
+    return json.dumps([int(v) for v in values])
 
 
 def dialect_for(url: sa.URL) -> SqliteDialect:

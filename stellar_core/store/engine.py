@@ -83,6 +83,11 @@ class Database:
         with _translated(), self.engine.connect() as conn, conn.begin():
             yield conn
 
+    def checkpoint(self) -> int:
+        """Fold the write-ahead log into the database (see ``SqliteDialect.checkpoint``)."""
+        with _translated(), self.engine.connect() as conn:
+            return self.dialect.checkpoint(conn)
+
     def close(self) -> None:
         self.engine.dispose()
 

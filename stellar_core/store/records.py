@@ -9,7 +9,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from stellar_core.models import Memory, Source, Zone
-from stellar_core.store.dialect import among
+from stellar_core.store.dialect import in_json_list, json_list
 from stellar_core.store.schema import memories, memory_tags
 
 m = memories.c
@@ -91,22 +91,27 @@ def to_row(mem: Memory) -> dict[str, Any]:
 
 def fetch(conn: sa.Connection, where: sa.ColumnElement[bool]) -> dict[int, Memory]:
     """Memories matching ``where``, keyed by seq, with their tags."""
-    rows = conn.execute(sa.select(m.seq, *MEMORY_COLUMNS).where(where)).all()
+    return _with_tags(conn, conn.execute(sa.select(m.seq, *MEMORY_COLUMNS).where(where)).all())
+
+
+def fetch_seqs(conn: sa.Connection, seqs: Sequence[int]) -> dict[int, Memory]:
+    """Memories by seq (the recall path: one prepared statement whatever the seqs)."""
+    return _with_tags(conn, conn.execute(_BY_SEQS, {"seqs": json_list(seqs)}).all()) if seqs else {}
+
+
+def _with_tags(conn: sa.Connection, rows: Sequence[sa.Row[Any]]) -> dict[int, Memory]:
     if not rows:
         return {}
-    tags = tags_of(conn, [r.seq for r in rows])
+    tags: dict[int, list[str]] = {}
+    for seq, tag in conn.execute(_TAGS_OF, {"seqs": json_list([r.seq for r in rows])}):
+        tags.setdefault(seq, []).append(tag)
     return {r.seq: to_memory(r, tags.get(r.seq, ())) for r in rows}
 
 
-def tags_of(conn: sa.Connection, seqs: Sequence[int]) -> dict[int, list[str]]:
-    """Tags of each memory."""
-    out: dict[int, list[str]] = {}
-    q = sa.select(memory_tags.c.memory_seq, memory_tags.c.tag).where(
-        among(conn, memory_tags.c.memory_seq, seqs)
-    )
-    for seq, tag in conn.execute(q):
-        out.setdefault(seq, []).append(tag)
-    return out
+_BY_SEQS = sa.select(m.seq, *MEMORY_COLUMNS).where(in_json_list(m.seq, "seqs"))
+_TAGS_OF = sa.select(memory_tags.c.memory_seq, memory_tags.c.tag).where(
+    in_json_list(memory_tags.c.memory_seq, "seqs")
+)
 
 
 def put_tags(conn: sa.Connection, pairs: Iterable[tuple[int, str]]) -> None:

@@ -23,9 +23,15 @@ def record(conn: sa.Connection, events: Sequence[dict[str, Any]]) -> None:
 
 def since(conn: sa.Connection, namespace: str, seq: int) -> list[tuple[int, str, str]]:
     """(seq, memory_id, op) of the namespace's changes after ``seq``, oldest first."""
-    c = changes.c
-    q = sa.select(c.seq, c.memory_id, c.op).where(c.namespace == namespace, c.seq > seq).order_by(c.seq)
-    return [(int(s), mid, op) for s, mid, op in conn.execute(q)]
+    return [(int(s), mid, op) for s, mid, op in conn.execute(_SINCE, {"namespace": namespace, "seq": seq})]
+
+
+# Built once: every recall polls it.
+_SINCE = (
+    sa.select(changes.c.seq, changes.c.memory_id, changes.c.op)
+    .where(changes.c.namespace == sa.bindparam("namespace"), changes.c.seq > sa.bindparam("seq"))
+    .order_by(changes.c.seq)
+)
 
 
 def last_seq(conn: sa.Connection, namespace: str) -> int:

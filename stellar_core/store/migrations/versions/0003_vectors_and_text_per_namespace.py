@@ -1,8 +1,10 @@
-"""Vectors in their own table; one full-text table per namespace.
+"""Vectors in their own table; one full-text table per namespace; one content-hash index.
 
 Reorbit rewrites every row; without the embedding inside it a row is a quarter of the size.
 A full-text table per namespace keeps the partition out of the MATCH: a namespace token
 ANDed into every query made FTS5 walk (and count, for BM25) the namespace's whole posting list.
+The dedup index now leads with (namespace, content_hash), so it also answers content lookups
+and the separate hash index goes: each random-order index costs a batch insert ~1,000 pages.
 
 Revision ID: 0003
 """
@@ -31,6 +33,12 @@ def upgrade() -> None:
         "SELECT seq, embedding FROM memories WHERE embedding IS NOT NULL"
     )
     op.drop_column("memories", "embedding")
+    op.drop_index("ix_memories_hash", "memories")
+    op.execute("DROP INDEX ux_memories_dedup")
+    op.execute(
+        "CREATE UNIQUE INDEX ux_memories_dedup ON memories "
+        "(namespace, content_hash, COALESCE(thread, '')) WHERE deleted_at IS NULL"
+    )
     if op.get_bind().dialect.name != "sqlite":
         return
     for (namespace,) in op.get_bind().execute(sa.text("SELECT DISTINCT namespace FROM memories")):
