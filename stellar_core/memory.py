@@ -15,7 +15,7 @@ from stellar_core import graph, writes
 from stellar_core import validation as check
 from stellar_core.clock import Clock, SystemClock
 from stellar_core.embeddings import CachedEmbedder, Embedder, embedder_from_settings
-from stellar_core.errors import ConfigurationError, NotFoundError, ValidationError
+from stellar_core.errors import ConfigurationError, ValidationError
 from stellar_core.housekeeping import RecallLog, Upkeep
 from stellar_core.lifecycle import reorbit as reorbit_pass
 from stellar_core.models import (
@@ -29,16 +29,15 @@ from stellar_core.models import (
     Zone,
 )
 from stellar_core.scoring import ZonePolicy
-from stellar_core.search import lexical
 from stellar_core.search.indexes import VectorIndexes
 from stellar_core.search.recall import Filters
 from stellar_core.search.recall import recall as recall_pass
 from stellar_core.settings import Settings
 from stellar_core.store.engine import Database
-from stellar_core.store.records import fetch, live, m, put_tags, vector_to_blob
-from stellar_core.store.schema import changes, memories, memory_tags, memory_vectors, meta, namespace_config
+from stellar_core.store.records import fetch, live, m, vector_to_blob
+from stellar_core.store.schema import changes, memories, memory_vectors, meta, namespace_config
 from stellar_core.sync import outbox
-from stellar_core.sync.clock import HybridLogicalClock, bump
+from stellar_core.sync.clock import HybridLogicalClock
 from stellar_core.validation import Draft
 
 log = logging.getLogger(__name__)
@@ -185,6 +184,7 @@ class StellarMemory:
         ns, who = self._ns(namespace), self._who(principal)
         now = self.clock.now()
         values: dict[str, Any] = {}
+        vector = None
         if content is not None:
             values["content"] = check.content(content, self.settings.max_content_chars)
             values["content_hash"] = check.content_hash(content)
@@ -199,27 +199,10 @@ class StellarMemory:
             values["meta"] = check.metadata(metadata)
         new_tags = check.tags(tags) if tags is not None else None
         with self.db.write() as conn:
-            current = self._live(conn, ns, memory_id)
-            seq = self._seq(conn, memory_id)
-            vc = bump(current.vector_clock, who.id)
-            values.update(updated_at=now, last_access_at=now, hlc=self._hlc.tick(), vector_clock=vc)
-            try:
-                conn.execute(memories.update().where(m.seq == seq).values(**values))
-            except sa.exc.IntegrityError as exc:
-                raise ValidationError("an identical memory already exists in this thread") from exc
-            if new_tags is not None:
-                conn.execute(memory_tags.delete().where(memory_tags.c.memory_seq == seq))
-                put_tags(conn, ((seq, t) for t in new_tags))
-            if content is not None:
-                conn.execute(
-                    memory_vectors.update().where(memory_vectors.c.seq == seq).values(embedding=vector)
-                )
-                lexical.reindex(conn, self.db.dialect, ns, [seq], self.settings.thread_context_window)
-            changed = sorted(k for k in values if k not in ("updated_at", "last_access_at"))
-            updated = fetch(conn, m.seq == seq)[seq]
-            payload = {k: v for k, v in updated.to_dict().items() if k in changed or k == "tags"}
-            self._record(conn, ns, memory_id, "update", who, updated.hlc, vc, payload, now)
-        return updated
+            return writes.update(
+                conn, self.db.dialect, ns, who, memory_id, values, new_tags, vector, self._hlc.tick, now,
+                self._window,
+            )  # fmt: skip
 
     def forget(
         self,
@@ -232,19 +215,7 @@ class StellarMemory:
         ns, who = self._ns(namespace), self._who(principal)
         now = self.clock.now()
         with self.db.write() as conn:
-            current = self._live(conn, ns, memory_id)
-            seq = self._seq(conn, memory_id)
-            vc, stamp = bump(current.vector_clock, who.id), self._hlc.tick()
-            conn.execute(
-                memories.update().where(m.seq == seq).values(deleted_at=now, hlc=stamp, vector_clock=vc)
-            )
-            self.db.dialect.text_index_drop(conn, ns, [seq])
-            th, pos = current.thread, current.position
-            place = [(th, pos)] if th is not None and pos is not None else []
-            neighbours = lexical.neighbours(conn, ns, place, self._window)
-            lexical.reindex(conn, self.db.dialect, ns, neighbours, self.settings.thread_context_window)
-            self._record(conn, ns, memory_id, "forget", who, stamp, vc, {"reason": "requested"}, now)
-        return replace(current, deleted_at=now, hlc=stamp, vector_clock=vc)
+            return writes.forget(conn, self.db.dialect, ns, who, memory_id, self._hlc.tick, now, self._window)
 
     def link(
         self,
@@ -264,12 +235,12 @@ class StellarMemory:
         if source_id == target_id:
             raise ValidationError("a memory cannot link to itself")
         with self.db.write() as conn:
-            src = self._live(conn, ns, source_id)
-            self._live(conn, ns, target_id)
+            _, src = writes.live_memory(conn, ns, source_id)
+            writes.live_memory(conn, ns, target_id)
             link = graph.put(conn, self.db.dialect, ns, Link(source_id, target_id, kind, w, now))
             payload = {"target_id": target_id, "kind": kind, "weight": w}
-            stamp = self._hlc.tick()
-            self._record(conn, ns, source_id, "link", who, stamp, src.vector_clock, payload, now)
+            event = writes.event(src, "link", who, self._hlc.tick(), src.vector_clock, payload, now)
+            outbox.record(conn, [event])
         return link
 
     def configure_zones(
@@ -380,7 +351,7 @@ class StellarMemory:
         ns = self._ns(namespace)
         self._who(principal)
         with self.db.read() as conn:
-            return self._live(conn, ns, memory_id)
+            return writes.live_memory(conn, ns, memory_id)[1]
 
     def thread(
         self, thread: str, *, namespace: str | None = None, principal: Principal | str | None = None
@@ -408,7 +379,7 @@ class StellarMemory:
         if direction not in ("out", "in", "both"):
             raise ValidationError("direction must be 'out', 'in' or 'both'")
         with self.db.read() as conn:
-            self._live(conn, ns, memory_id)
+            writes.live_memory(conn, ns, memory_id)
             return graph.edges(conn, ns, memory_id, direction, kind)
 
     def stats(self, *, namespace: str | None = None, principal: Principal | str | None = None) -> Stats:
@@ -489,46 +460,6 @@ class StellarMemory:
                     "open it with the same embedding model"
                 )
 
-    def _live(self, conn: sa.Connection, ns: str, memory_id: Any) -> Memory:
-        if not isinstance(memory_id, str):
-            raise ValidationError(f"memory id must be a string, not {type(memory_id).__name__}")
-        found = fetch(conn, sa.and_(live(ns), m.id == memory_id))
-        if not found:
-            raise NotFoundError(f"no memory {memory_id!r} in namespace {ns!r}")
-        return next(iter(found.values()))
-
-    @staticmethod
-    def _seq(conn: sa.Connection, memory_id: str) -> int:
-        return int(conn.execute(sa.select(m.seq).where(m.id == memory_id)).scalar_one())
-
-    def _record(
-        self,
-        conn: sa.Connection,
-        ns: str,
-        memory_id: str,
-        op: str,
-        who: Principal,
-        stamp: str,
-        vc: dict[str, int],
-        payload: dict[str, Any],
-        now: float,
-    ) -> None:
-        outbox.record(
-            conn,
-            [
-                {
-                    "namespace": ns,
-                    "memory_id": memory_id,
-                    "op": op,
-                    "agent": who.id,
-                    "hlc": stamp,
-                    "vector_clock": vc,
-                    "payload": payload,
-                    "created_at": now,
-                }
-            ],
-        )
-
     def _embed_for_store(self, ns: str, drafts: list[Draft]) -> np.ndarray:
         """Vectors for the drafts, reusing any stored for the same content in the namespace."""
         hashes = list({d.content_hash for d in drafts})
@@ -573,31 +504,11 @@ class StellarMemory:
         limit = self.settings.max_content_chars
         vectors = self._embed_for_store(ns, [check.draft({"content": x.content}, limit) for x in wanted])
         with self.db.write() as conn:
-            taken = set(conn.execute(sa.select(m.id).where(m.id.in_({x.id for x in wanted}))).scalars())
-            keys = set(
-                conn.execute(
-                    sa.select(m.thread, m.content_hash).where(
-                        live(ns), m.content_hash.in_({x.content_hash for x in wanted})
-                    )
-                ).tuples()
-            )
-            rows = []
-            for x, vec in zip(wanted, vectors, strict=True):
-                if x.id in taken or (x.thread, x.content_hash) in keys or x.forgotten:
-                    continue
-                taken.add(x.id)
-                keys.add((x.thread, x.content_hash))
-                rows.append((x, vec))
-            now = self.clock.now()
-            writes.insert(conn, self.db.dialect, who, rows, "import", now, self._window)
-            added = graph.put_new(conn, self.db.dialect, ns, edges)
-            outbox.record(conn, [
-                {"namespace": ns, "memory_id": e.source_id, "op": "link", "agent": who.id,
-                 "hlc": self._hlc.tick(), "vector_clock": {}, "created_at": now,
-                 "payload": {"target_id": e.target_id, "kind": e.kind, "weight": e.weight}}
-                for e in added
-            ])  # fmt: skip
-        return ImportReport(ns, len(rows), len(wanted) - len(rows), len(added))
+            added, links_added = writes.restore(
+                conn, self.db.dialect, ns, who, list(zip(wanted, vectors, strict=True)), edges,
+                self._hlc.tick, self.clock.now(), self._window,
+            )  # fmt: skip
+        return ImportReport(ns, added, len(wanted) - added, links_added)
 
     def export(
         self, *, namespace: str | None = None, principal: Principal | str | None = None

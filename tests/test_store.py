@@ -489,6 +489,15 @@ def test_every_write_is_in_the_change_log(mem: StellarMemory) -> None:
     assert all(r.hlc and r.created_at for r in full.values())
 
 
+def test_update_event_carries_every_changed_field(mem: StellarMemory) -> None:
+    x = mem.store("the relay cable is blue")
+    mem.update(x.id, metadata={"colour": "blue"}, pinned=True, content="the relay cable is red")
+    with mem.db.read() as conn:
+        payload = conn.execute(sa.select(changes.c.payload).where(changes.c.op == "update")).scalar_one()
+    assert payload["metadata"] == {"colour": "blue"} and payload["pinned"] is True
+    assert payload["content"] == "the relay cable is red" and payload["tags"] == []
+
+
 def test_change_log_hlc_increases(mem: StellarMemory) -> None:
     a = mem.store("tick")
     mem.update(a.id, importance=0.2)
