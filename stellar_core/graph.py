@@ -7,14 +7,14 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 
 from stellar_core.models import Link
-from stellar_core.store.dialect import SqliteDialect
+from stellar_core.store.dialect import Dialect
 from stellar_core.store.records import live, m
 from stellar_core.store.schema import links, memories
 
 c = links.c
 
 
-def put(conn: sa.Connection, dialect: SqliteDialect, ns: str, link: Link) -> Link:
+def put(conn: sa.Connection, dialect: Dialect, ns: str, link: Link) -> Link:
     """Create the edge, or set the weight of an existing (source, target, kind) edge."""
     row = {"namespace": ns, **vars(link)}
     stmt = (
@@ -29,15 +29,16 @@ def put(conn: sa.Connection, dialect: SqliteDialect, ns: str, link: Link) -> Lin
     return Link(link.source_id, link.target_id, link.kind, link.weight, created_at)
 
 
-def put_new(conn: sa.Connection, dialect: SqliteDialect, ns: str, edges: Sequence[Link]) -> list[Link]:
+def put_new(conn: sa.Connection, dialect: Dialect, ns: str, edges: Sequence[Link]) -> list[Link]:
     """Insert edges between live memories of ``ns`` that do not exist yet; returns those added."""
     ends = {e.source_id for e in edges} | {e.target_id for e in edges}
     alive = set(conn.execute(sa.select(m.id).where(live(ns), m.id.in_(ends))).scalars())
     added = []
-    stmt = dialect.insert(links).on_conflict_do_nothing()
+    # RETURNING, not rowcount: drivers disagree on rowcount after ON CONFLICT DO NOTHING.
+    stmt = dialect.insert(links).on_conflict_do_nothing().returning(links.c.kind)
     for e in edges:
         live_ends = e.source_id in alive and e.target_id in alive
-        if live_ends and conn.execute(stmt.values(namespace=ns, **vars(e))).rowcount:
+        if live_ends and conn.execute(stmt.values(namespace=ns, **vars(e))).first() is not None:
             added.append(e)
     return added
 

@@ -18,7 +18,7 @@ from stellar_core.models import ReorbitReport, Zone
 from stellar_core.scoring import BOUNDED, ZonePolicy, forget_after_days, score_sql
 from stellar_core.search import lexical
 from stellar_core.settings import Settings
-from stellar_core.store.dialect import SqliteDialect
+from stellar_core.store.dialect import Dialect
 from stellar_core.store.records import live, m
 from stellar_core.store.schema import links, memories
 from stellar_core.sync import outbox
@@ -29,7 +29,7 @@ ChangeStamp = Callable[[], str]
 
 def reorbit(
     conn: sa.Connection,
-    dialect: SqliteDialect,
+    dialect: Dialect,
     namespace: str,
     policy: ZonePolicy,
     s: Settings,
@@ -42,12 +42,13 @@ def reorbit(
     started = time.perf_counter()
     ctx_col = _context_column(conn, context) if context is not None else None
     orbit = _orbit_table(conn)
-    scored = conn.execute(
+    conn.execute(
         orbit.insert().from_select(
             ["seq", "score", "zone"],
             sa.select(m.seq, score_sql(memories, now, s, ctx_col), m.zone).where(live(namespace)),
         )
-    ).rowcount
+    )
+    scored = int(conn.execute(sa.select(sa.func.count()).select_from(orbit)).scalar_one())
     inward, outward = _rezone(conn, orbit, policy)
     # Each row is written once, with its new score and zone.
     o = orbit.c
@@ -126,7 +127,7 @@ def _rezone(conn: sa.Connection, orbit: sa.Table, policy: ZonePolicy) -> tuple[i
 
 def _forget(
     conn: sa.Connection,
-    dialect: SqliteDialect,
+    dialect: Dialect,
     namespace: str,
     s: Settings,
     now: float,

@@ -34,7 +34,7 @@ from stellar_core.search.recall import Filters
 from stellar_core.search.recall import recall as recall_pass
 from stellar_core.settings import Settings
 from stellar_core.store.engine import Database
-from stellar_core.store.records import fetch, live, m, vector_to_blob
+from stellar_core.store.records import fetch, live, m
 from stellar_core.store.schema import changes, memories, memory_vectors, meta, namespace_config
 from stellar_core.sync import outbox
 from stellar_core.sync.clock import HybridLogicalClock
@@ -74,7 +74,7 @@ class StellarMemory:
         self.clock: Clock = clock or SystemClock()
         self._hlc = HybridLogicalClock(self.clock)
         self.embedder = CachedEmbedder(embedder or embedder_from_settings(s), s.query_cache_size)
-        self.db = Database(s.sqlalchemy_url())
+        self.db = Database(s.sqlalchemy_url(), s)
         self._check_model()
         with self.db.read() as conn:  # never stamp below what this database has already seen
             self._hlc.observe(conn.execute(sa.select(sa.func.max(changes.c.hlc))).scalar() or "")
@@ -188,7 +188,7 @@ class StellarMemory:
         if content is not None:
             values["content"] = check.content(content, self.settings.max_content_chars)
             values["content_hash"] = check.content_hash(content)
-            vector = vector_to_blob(self.embedder.embed([content])[0])
+            vector = self.embedder.embed([content])[0]
         if importance is not None:
             values["importance"] = check.importance(importance)
         if pinned is not None:
@@ -463,7 +463,7 @@ class StellarMemory:
     def _embed_for_store(self, ns: str, drafts: list[Draft]) -> np.ndarray:
         """Vectors for the drafts, reusing any stored for the same content in the namespace."""
         hashes = list({d.content_hash for d in drafts})
-        known: dict[str, bytes] = {}
+        known: dict[str, np.ndarray] = {}
         with self.db.read() as conn:
             for i in range(0, len(hashes), 900):
                 q = (
@@ -474,12 +474,7 @@ class StellarMemory:
                 known.update(conn.execute(q).all())
         todo = [d.content for d in drafts if d.content_hash not in known]
         fresh = iter(self.embedder.embed(todo)) if todo else iter(())
-        return np.stack(
-            [
-                np.frombuffer(known[d.content_hash], dtype="<f4") if d.content_hash in known else next(fresh)
-                for d in drafts
-            ]
-        )
+        return np.stack([known[d.content_hash] if d.content_hash in known else next(fresh) for d in drafts])
 
     def restore(
         self,

@@ -28,6 +28,20 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; unset means a SQLite file in `home`."
     )
+    database_schema: str | None = Field(
+        default=None,
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="PostgreSQL schema for Stellar's tables (created if missing); unset: `public`.",
+    )
+    db_pool_size: int = Field(default=5, ge=1, description="PostgreSQL: connections kept open.")
+    db_max_overflow: int = Field(default=10, ge=0, description="PostgreSQL: extra connections at peaks.")
+    db_pool_timeout: float = Field(default=30.0, gt=0, description="Seconds to wait for a free connection.")
+    db_pool_recycle: float = Field(
+        default=1800.0, description="Seconds after which a connection is replaced (-1: never)."
+    )
+    db_pool_pre_ping: bool = Field(
+        default=True, description="Check a connection before use, so a restarted server is survived."
+    )
     namespace: str = Field(default="default", description="Namespace used when a call names none.")
     agent_id: str = Field(
         default="local", description="Identity of this agent when a call names no principal."

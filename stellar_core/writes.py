@@ -18,8 +18,8 @@ from stellar_core.models import Link, Memory, Principal
 from stellar_core.scoring import ZonePolicy, memory_score
 from stellar_core.search import lexical
 from stellar_core.settings import Settings
-from stellar_core.store.dialect import SqliteDialect
-from stellar_core.store.records import fetch, live, m, put_tags, to_row, vector_to_blob
+from stellar_core.store.dialect import Dialect
+from stellar_core.store.records import fetch, live, m, put_tags, to_row
 from stellar_core.store.schema import memories, memory_tags, memory_vectors
 from stellar_core.sync import outbox
 from stellar_core.sync.clock import bump
@@ -84,7 +84,7 @@ def from_drafts(
 
 def insert(
     conn: sa.Connection,
-    dialect: SqliteDialect,
+    dialect: Dialect,
     who: Principal,
     rows: Sequence[tuple[Memory, np.ndarray]],
     op: str,
@@ -100,7 +100,7 @@ def insert(
     seqs = [seq_of[x.id] for x, _ in rows]
     conn.execute(
         memory_vectors.insert(),
-        [{"seq": seq, "embedding": vector_to_blob(vec)} for seq, (_, vec) in zip(seqs, rows, strict=True)],
+        [{"seq": seq, "embedding": vec} for seq, (_, vec) in zip(seqs, rows, strict=True)],
     )
     put_tags(conn, ((seq, t) for (x, _), seq in zip(rows, seqs, strict=True) for t in x.tags))
     outbox.record(
@@ -150,13 +150,13 @@ def event(
 
 def update(
     conn: sa.Connection,
-    dialect: SqliteDialect,
+    dialect: Dialect,
     ns: str,
     who: Principal,
     memory_id: str,
     values: dict[str, Any],
     tags: Sequence[str] | None,
-    vector: bytes | None,
+    vector: np.ndarray | None,
     stamp: Callable[[], str],
     now: float,
     window: int,
@@ -186,7 +186,7 @@ def update(
 
 def forget(
     conn: sa.Connection,
-    dialect: SqliteDialect,
+    dialect: Dialect,
     ns: str,
     who: Principal,
     memory_id: str,
@@ -209,7 +209,7 @@ def forget(
 
 def restore(
     conn: sa.Connection,
-    dialect: SqliteDialect,
+    dialect: Dialect,
     ns: str,
     who: Principal,
     rows: Sequence[tuple[Memory, np.ndarray]],

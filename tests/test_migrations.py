@@ -11,7 +11,6 @@ from alembic.config import Config
 
 from stellar_core.store.dialect import namespace_token
 from stellar_core.store.engine import MIGRATIONS
-from stellar_core.store.records import vector_to_blob
 
 TURNS = [
     "user: where did the team hold the launch review?",
@@ -47,7 +46,7 @@ def test_a_revision_0002_database_upgrades_with_vectors_and_text_intact(
                     " :pos, 0, :emb, 'old-agent', :hlc, :vc) RETURNING seq"
                 ),
                 {"id": f"{pos:032x}", "c": text, "h": f"{pos:064x}", "pos": pos,
-                 "emb": vector_to_blob(vec), "hlc": f"{pos:013d}.00000",
+                 "emb": vec.astype("<f4").tobytes(), "hlc": f"{pos:013d}.00000",
                  "vc": json.dumps({"old-agent": 1})},
             ).scalar_one()  # fmt: skip
             context = "\n".join(t for t in TURNS if t != text)

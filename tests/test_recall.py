@@ -10,6 +10,8 @@ import pytest
 from stellar_core import RecallHit, Settings, ValidationError, Zone
 from stellar_core.clock import DAY
 
+pytestmark = pytest.mark.backends
+
 FACTS = [
     "The deploy key lives in the vault under ops/deploy.",
     "Alice is allergic to peanuts and carries an epipen.",

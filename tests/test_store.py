@@ -22,6 +22,8 @@ from stellar_core import (
 )
 from stellar_core.store.schema import changes, links, memories
 
+pytestmark = pytest.mark.backends
+
 
 def change_rows(mem: StellarMemory) -> list[tuple[str, str, str]]:
     """(memory_id, op, namespace) of every change-log row, oldest first."""
@@ -510,48 +512,57 @@ def test_change_log_hlc_increases(mem: StellarMemory) -> None:
 # --- export / import ------------------------------------------------------------------------------
 
 
+def populate(mem: StellarMemory, clock: SteppingClock) -> None:
+    """Memories, a thread, links, a tombstone, recalls and a reorbit."""
+    a, b, c, d = mem.store_many(
+        [
+            {
+                "content": "Carol leads the data platform team",
+                "importance": 0.9,
+                "tags": ["people"],
+                "metadata": {"team": "data"},
+                "source": {
+                    "type": "web",
+                    "url": "https://wiki/x",
+                    "chunk": 1,
+                    "ingested_at": 1_600_000_000.0,
+                },
+            },
+            {"content": "The data platform runs on PostgreSQL 16", "thread": "notes"},
+            {"content": "Backups run nightly at 02:00 UTC", "thread": "notes", "pinned": True},
+            "to be forgotten before the export",
+        ],
+        principal="ops-bot",
+    )
+    mem.link(a.id, b.id, kind="works-on", weight=0.8)
+    mem.link(b.id, c.id)
+    mem.link(c.id, d.id)
+    mem.forget(d.id)
+    clock.advance(days=2)
+    mem.recall("who leads the data platform team?", k=2)
+    mem.reorbit()
+    mem.store("another namespace entirely", namespace="elsewhere")
+
+
 @pytest.fixture(scope="module")
 def populated_file(tmp_path_factory, embedder) -> Path:
-    """Memories, a thread, links, a tombstone, recalls and a reorbit: built once per module."""
+    """A populated SQLite file, built once per module (copied per test)."""
     path = tmp_path_factory.mktemp("populated") / "populated.db"
     clock = SteppingClock()
     with StellarMemory(path, embedder=embedder, clock=clock, background=False) as mem:
-        a, b, c, d = mem.store_many(
-            [
-                {
-                    "content": "Carol leads the data platform team",
-                    "importance": 0.9,
-                    "tags": ["people"],
-                    "metadata": {"team": "data"},
-                    "source": {
-                        "type": "web",
-                        "url": "https://wiki/x",
-                        "chunk": 1,
-                        "ingested_at": 1_600_000_000.0,
-                    },
-                },
-                {"content": "The data platform runs on PostgreSQL 16", "thread": "notes"},
-                {"content": "Backups run nightly at 02:00 UTC", "thread": "notes", "pinned": True},
-                "to be forgotten before the export",
-            ],
-            principal="ops-bot",
-        )
-        mem.link(a.id, b.id, kind="works-on", weight=0.8)
-        mem.link(b.id, c.id)
-        mem.link(c.id, d.id)
-        mem.forget(d.id)
-        clock.advance(days=2)
-        mem.recall("who leads the data platform team?", k=2)
-        mem.reorbit()
-        mem.store("another namespace entirely", namespace="elsewhere")
+        populate(mem, clock)
     return path
 
 
 @pytest.fixture
-def populated(populated_file: Path, open_memory, tmp_path: Path) -> StellarMemory:
-    """A private copy of the populated database, opened."""
+def populated(backend: str, request, open_memory, tmp_path: Path) -> StellarMemory:
+    """A private populated database, opened."""
     path = tmp_path / "populated.db"
-    shutil.copyfile(populated_file, path)
+    if backend == "sqlite":
+        shutil.copyfile(request.getfixturevalue("populated_file"), path)
+        return open_memory(path)
+    clock = SteppingClock()
+    populate(open_memory(path, clock=clock), clock)
     return open_memory(path)
 
 
@@ -701,6 +712,7 @@ def test_export_zone_and_scores_match_get(populated: StellarMemory) -> None:
         assert Zone(x["zone"]) == got.zone
 
 
+@pytest.mark.sqlite_only
 def test_upkeep_folds_the_write_ahead_log_into_the_database(mem: StellarMemory) -> None:
     db_file = Path(mem.db.url.database)
     mem.store_many([f"note number {i} about the antenna" for i in range(200)])

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
 import sqlalchemy as sa
 
 from stellar_core.search.vector import VectorIndex
 from stellar_core.store.engine import Database
-from stellar_core.store.records import blob_to_vectors, m
+from stellar_core.store.records import m
 from stellar_core.store.schema import memories, memory_vectors
 from stellar_core.sync import outbox
 
@@ -60,7 +61,7 @@ class VectorIndexes:
     ) -> None:
         ids = list({mid for _, mid, _ in events})
         seq_of = self._seq_of[namespace]
-        with_vectors: list[tuple[int, bytes, str | None, int | None]] = []
+        with_vectors: list[tuple[int, np.ndarray, str | None, int | None]] = []
         gone: list[int] = []
         present: set[str] = set()
         for i in range(0, len(ids), 900):
@@ -82,7 +83,7 @@ class VectorIndexes:
         if with_vectors:
             index.upsert(
                 [r[0] for r in with_vectors],
-                blob_to_vectors([r[1] for r in with_vectors], self._dim),
+                np.stack([r[1] for r in with_vectors]).astype(np.float32),
                 [(t, p) if t is not None and p is not None else None for _, _, t, p in with_vectors],
             )
         index.watermark = events[-1][0]

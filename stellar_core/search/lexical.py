@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from stellar_core.store.dialect import SqliteDialect
+from stellar_core.store.dialect import Dialect
 from stellar_core.store.schema import memories
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
@@ -85,7 +85,7 @@ def neighbours(
 
 def reindex(
     conn: sa.Connection,
-    dialect: SqliteDialect,
+    dialect: Dialect,
     namespace: str,
     seqs: Iterable[int],
     window: int,

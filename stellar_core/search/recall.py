@@ -14,7 +14,7 @@ from stellar_core.search import fusion
 from stellar_core.search.lexical import query_terms
 from stellar_core.search.vector import VectorIndex
 from stellar_core.settings import Settings
-from stellar_core.store.dialect import SqliteDialect, in_json_list, json_list
+from stellar_core.store.dialect import Dialect, in_json_list, json_list
 from stellar_core.store.records import fetch, fetch_seqs, live, m
 from stellar_core.store.schema import links, memory_tags
 
@@ -56,7 +56,7 @@ class Candidate:
 
 def recall(
     conn: sa.Connection,
-    dialect: SqliteDialect,
+    dialect: Dialect,
     index: VectorIndex,
     namespace: str,
     text: str,

@@ -1,130 +1,52 @@
-"""What differs between databases: connection set-up, full-text search, upsert.
-
-Only SQLite exists today; the PostgreSQL dialect joins it here, nowhere else.
+"""What differs between databases lives in a dialect: connection set-up, full-text search,
+upserts, statistics. ``SqliteDialect`` (store/sqlite.py) and ``PostgresDialect``
+(store/postgres.py) implement ``Dialect``; nothing else asks which database it runs on.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Engine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
 from stellar_core.errors import ConfigurationError
-from stellar_core.store.schema import memories
-
-_PRAGMAS = (
-    "PRAGMA journal_mode=WAL",
-    "PRAGMA synchronous=NORMAL",
-    "PRAGMA busy_timeout=15000",
-    "PRAGMA foreign_keys=ON",
-    "PRAGMA temp_store=MEMORY",
-    "PRAGMA cache_size=-65536",
-    # Checkpoints copy the WAL into the database inside some writer's commit. A 32 MB bound
-    # instead of 4 MB makes that rare (batch stores +10%); the upkeep thread checkpoints
-    # passively in between, off the write path.
-    "PRAGMA wal_autocheckpoint=8000",
-    "PRAGMA journal_size_limit=67108864",
-)
+from stellar_core.settings import Settings
 
 
-def namespace_token(namespace: str) -> str:
-    """A single full-text token standing for a namespace (names may hold any characters)."""
-    return "ns" + hashlib.sha1(namespace.encode()).hexdigest()[:16]
+class Dialect(Protocol):
+    name: str
 
-
-class SqliteDialect:
-    """SQLite (embedded default): WAL, explicit BEGIN, FTS5 with BM25."""
-
-    name = "sqlite"
-
-    def __init__(self) -> None:
-        self._text_tables: set[str] = set()  # full-text tables known to exist
-
-    def engine_kwargs(self) -> dict[str, Any]:
-        return {"connect_args": {"check_same_thread": False, "timeout": 15}}
+    def engine_kwargs(self, settings: Settings) -> dict[str, Any]:
+        """Keyword arguments for ``sa.create_engine`` (pool, connect args)."""
 
     def configure(self, engine: Engine) -> None:
-        """pysqlite's own transaction handling is unreliable for DDL; issue BEGIN ourselves.
+        """Hook connection set-up into a new engine."""
 
-        Writers take the lock up front (BEGIN IMMEDIATE): a deferred transaction that later
-        writes can fail with SQLITE_BUSY when another process committed in between.
-        """
-
-        @sa.event.listens_for(engine, "connect")
-        def _connect(dbapi_conn: Any, _record: Any) -> None:
-            dbapi_conn.isolation_level = None
-            cur = dbapi_conn.cursor()
-            for pragma in _PRAGMAS:
-                cur.execute(pragma)
-            cur.close()
-
-        @sa.event.listens_for(engine, "begin")
-        def _begin(conn: sa.Connection) -> None:
-            write = conn.get_execution_options().get("stellar_write", False)
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+    def migration_lock(self, conn: sa.Connection) -> None:
+        """Serialise migrations of processes that open the database at once."""
 
     def refresh_statistics(self, conn: sa.Connection) -> None:
-        """Sampled planner statistics (cheap at any size): without them SQLite takes
-        ``namespace = ?`` for a selective index and scans whole namespaces."""
-        conn.exec_driver_sql("PRAGMA analysis_limit=400")
-        conn.exec_driver_sql("ANALYZE")
+        """Planner statistics after bulk changes."""
 
     def checkpoint(self, conn: sa.Connection) -> int:
-        """Copy what it can of the WAL into the database without waiting for anyone;
-        returns the frames left over (0: the WAL is fully checkpointed)."""
-        _busy, frames, done = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
-        return max(0, int(frames) - int(done))
+        """Upkeep of the write-ahead log; returns what is left to do (0: nothing)."""
 
     def insert(self, table: sa.Table) -> Any:
         """An INSERT that supports ``on_conflict_do_update`` / ``on_conflict_do_nothing``."""
-        return sqlite.insert(table)
-
-    # --- full text: one FTS5 table per namespace, rowid = memories.seq -----------------
-    def _text_table(self, conn: sa.Connection, namespace: str, create: bool) -> str | None:
-        """The namespace's full-text table; created on first write, None if it has none yet."""
-        name = "fts_" + namespace_token(namespace)
-        if name in self._text_tables:
-            return name
-        exists = conn.exec_driver_sql(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
-        ).first()
-        if not exists:
-            if not create:
-                return None
-            # `context` holds the thread neighbours' text, ranked with a lower weight.
-            conn.exec_driver_sql(
-                f"CREATE VIRTUAL TABLE {name} USING fts5("
-                "content, context, tokenize = 'porter unicode61 remove_diacritics 2')"
-            )
-            return name  # not remembered yet: this transaction may still roll back
-        self._text_tables.add(name)
-        return name
 
     def text_index_put(
         self, conn: sa.Connection, namespace: str, rows: Sequence[tuple[int, str, str]]
     ) -> None:
         """(Re)index rows of (seq, content, thread context) of one namespace."""
-        if not rows:
-            return
-        table = self._text_table(conn, namespace, create=True)
-        self.text_index_drop(conn, namespace, [r[0] for r in rows])  # FTS5 rejects a duplicate rowid
-        conn.exec_driver_sql(f"INSERT INTO {table}(rowid, content, context) VALUES (?, ?, ?)", list(rows))
 
     def text_index_drop(self, conn: sa.Connection, namespace: str, seqs: Sequence[int]) -> None:
         """Remove rows from a namespace's full-text index."""
-        table = self._text_table(conn, namespace, create=False)
-        if table is None:
-            return
-        for i in range(0, len(seqs), 500):
-            chunk = list(seqs[i : i + 500])
-            marks = ",".join("?" * len(chunk))
-            conn.exec_driver_sql(f"DELETE FROM {table} WHERE rowid IN ({marks})", tuple(chunk))
 
     def text_search(
         self,
@@ -135,46 +57,29 @@ class SqliteDialect:
         context_weight: float,
         where: sa.ColumnElement[bool] | None = None,
     ) -> list[tuple[int, float]]:
-        """BM25 top ``limit`` (seq, score) for any of ``terms``, higher score better.
-
-        The table holds live memories only, so the memories table is joined only to filter.
-        """
-        table = self._text_table(conn, namespace, create=False) if terms else None
-        if table is None:
-            return []
-        params = {
-            "match": " OR ".join('"' + t.replace('"', '""') + '"' for t in terms),
-            "context_weight": context_weight,
-            "limit": limit,
-        }
-        if where is None:
-            return [(int(seq), -float(r)) for seq, r in conn.execute(_text_query(table), params)]
-        fts = sa.table(table, sa.column("rowid"))
-        query = (
-            sa.select(fts.c.rowid, _bm25(table).label("rank"))
-            .join_from(fts, memories, memories.c.seq == fts.c.rowid)
-            .where(sa.literal_column(table).op("MATCH")(sa.bindparam("match")), where)
-            .order_by(sa.text("rank"))
-            .limit(sa.bindparam("limit"))
-        )
-        return [(int(seq), -float(r)) for seq, r in conn.execute(query, params)]
+        """Top ``limit`` (seq, score) for any of ``terms``, higher score better."""
 
 
-def _bm25(table: str) -> sa.ColumnElement[float]:
-    return sa.func.bm25(sa.literal_column(table), 1.0, sa.bindparam("context_weight"))
+def namespace_token(namespace: str) -> str:
+    """A short identifier-safe token standing for a namespace (names may hold any characters)."""
+    return "ns" + hashlib.sha1(namespace.encode()).hexdigest()[:16]
 
 
-@functools.lru_cache(maxsize=256)
-def _text_query(table: str) -> sa.Select[Any]:
-    """The unfiltered full-text query of one table, built once (building costs more than
-    the search itself on a small namespace)."""
-    fts = sa.table(table, sa.column("rowid"))
-    return (
-        sa.select(fts.c.rowid, _bm25(table).label("rank"))
-        .where(sa.literal_column(table).op("MATCH")(sa.bindparam("match")))
-        .order_by(sa.text("rank"))
-        .limit(sa.bindparam("limit"))
-    )
+class _json_ints(FunctionElement[Any]):
+    """The integers of a JSON list parameter as rows of one column, ``value``."""
+
+    name = "json_ints"
+    inherit_cache = True
+
+
+@compiles(_json_ints, "sqlite")
+def _json_ints_sqlite(element: _json_ints, compiler: Any, **kw: Any) -> str:
+    return f"json_each({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(_json_ints, "postgresql")
+def _json_ints_postgresql(element: _json_ints, compiler: Any, **kw: Any) -> str:
+    return f"jsonb_array_elements_text(CAST({compiler.process(element.clauses, **kw)} AS jsonb)) AS value"
 
 
 def in_json_list(column: sa.ColumnElement[Any], name: str) -> sa.ColumnElement[bool]:
@@ -183,9 +88,8 @@ def in_json_list(column: sa.ColumnElement[Any], name: str) -> sa.ColumnElement[b
     One parameter, so a statement using it can be built once: an expanded IN list is
     rebuilt and recompiled per call and costs more than the query on the recall path.
     """
-    values: sa.Select[Any] = sa.select(sa.column("value")).select_from(
-        sa.func.json_each(sa.bindparam(name, type_=sa.String))
-    )
+    value = sa.cast(sa.column("value"), sa.BigInteger)
+    values: sa.Select[Any] = sa.select(value).select_from(_json_ints(sa.bindparam(name, type_=sa.String)))
     return column.in_(values)
 
 
@@ -194,8 +98,15 @@ def json_list(values: Sequence[int]) -> str:
     return json.dumps([int(v) for v in values])
 
 
-def dialect_for(url: sa.URL) -> SqliteDialect:
+def dialect_for(url: sa.URL, settings: Settings) -> Dialect:
     """The dialect object for a database URL."""
-    if url.get_backend_name() == "sqlite":
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        from stellar_core.store.sqlite import SqliteDialect
+
         return SqliteDialect()
-    raise ConfigurationError(f"unsupported database {url.get_backend_name()!r}; use SQLite")
+    if backend == "postgresql":
+        from stellar_core.store.postgres import PostgresDialect
+
+        return PostgresDialect(settings.database_schema)
+    raise ConfigurationError(f"unsupported database {backend!r}; use SQLite or PostgreSQL")

@@ -14,7 +14,8 @@ from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 
 from stellar_core.errors import SchemaVersionError, StorageError, TransientError
-from stellar_core.store.dialect import SqliteDialect, dialect_for
+from stellar_core.settings import Settings
+from stellar_core.store.dialect import Dialect, dialect_for
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -22,16 +23,16 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 class Database:
     """An engine plus its dialect, migrated to the newest schema when opened."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, settings: Settings) -> None:
         self.url = sa.make_url(url)
-        self.dialect: SqliteDialect = dialect_for(self.url)
+        self.dialect: Dialect = dialect_for(self.url, settings)
         if self.url.get_backend_name() == "sqlite" and self.url.database not in (
             None,
             "",
             ":memory:",
         ):
             Path(self.url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        self.engine = sa.create_engine(self.url, **self.dialect.engine_kwargs())
+        self.engine = sa.create_engine(self.url, **self.dialect.engine_kwargs(settings))
         self.dialect.configure(self.engine)
         try:
             self._migrate()
@@ -50,6 +51,7 @@ class Database:
         cfg.set_main_option("script_location", str(MIGRATIONS))
         script = ScriptDirectory.from_config(cfg)
         with self.write() as conn:
+            self.dialect.migration_lock(conn)
             current = MigrationContext.configure(conn).get_current_revision()
             if current is None and sa.inspect(conn).get_table_names():
                 raise StorageError(
@@ -84,7 +86,7 @@ class Database:
             yield conn
 
     def checkpoint(self) -> int:
-        """Fold the write-ahead log into the database (see ``SqliteDialect.checkpoint``)."""
+        """Fold the write-ahead log into the database (see the dialect's ``checkpoint``)."""
         with _translated(), self.engine.connect() as conn:
             return self.dialect.checkpoint(conn)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import numpy as np
 import sqlalchemy as sa
 
 from stellar_core.models import Memory, Source, Zone
@@ -119,15 +118,3 @@ def put_tags(conn: sa.Connection, pairs: Iterable[tuple[int, str]]) -> None:
     rows = [{"memory_seq": s, "tag": t} for s, t in pairs]
     if rows:
         conn.execute(memory_tags.insert(), rows)
-
-
-def vector_to_blob(vec: np.ndarray) -> bytes:
-    """float32 little-endian bytes."""
-    return np.asarray(vec, dtype="<f4").tobytes()
-
-
-def blob_to_vectors(blobs: Sequence[bytes], dim: int) -> np.ndarray:
-    """Stack blobs back into an (n, dim) float32 array."""
-    if not blobs:
-        return np.zeros((0, dim), dtype=np.float32)
-    return np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), dim).astype(np.float32)

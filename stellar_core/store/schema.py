@@ -2,12 +2,45 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
 
 metadata = sa.MetaData()
 
 # SQLite needs INTEGER PRIMARY KEY (the rowid alias) for a cheap autoincrementing key.
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+Json = sa.JSON().with_variant(JSONB(), "postgresql")
+
+
+class Embedding(sa.types.TypeDecorator[np.ndarray]):
+    """A float32 vector: little-endian bytes on SQLite, pgvector's ``vector`` on PostgreSQL."""
+
+    impl = sa.LargeBinary
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            from pgvector.sqlalchemy import VECTOR
+
+            return dialect.type_descriptor(VECTOR())
+        return dialect.type_descriptor(sa.LargeBinary())
+
+    def process_bind_param(self, value: Any, dialect: sa.Dialect) -> Any:
+        if value is None:
+            return None
+        vec = np.asarray(value, dtype="<f4")
+        return vec if dialect.name == "postgresql" else vec.tobytes()
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> np.ndarray | None:
+        if value is None:
+            return None
+        if dialect.name == "postgresql":
+            return np.asarray(value, dtype=np.float32)
+        return np.frombuffer(value, dtype="<f4")
+
 
 memories = sa.Table(
     "memories",
@@ -26,7 +59,7 @@ memories = sa.Table(
     sa.Column("last_access_at", sa.Float, nullable=False),
     sa.Column("zone", sa.String(8), nullable=False),
     sa.Column("score", sa.Float, nullable=False),
-    sa.Column("meta", sa.JSON, nullable=False),
+    sa.Column("meta", Json, nullable=False),
     sa.Column("source_type", sa.String(32)),
     sa.Column("source_url", sa.Text),
     sa.Column("source_chunk", sa.Integer),
@@ -37,7 +70,7 @@ memories = sa.Table(
     sa.Column("key_id", sa.String(64)),
     sa.Column("origin_agent", sa.String(128), nullable=False),
     sa.Column("hlc", sa.String(40), nullable=False),
-    sa.Column("vector_clock", sa.JSON, nullable=False),
+    sa.Column("vector_clock", Json, nullable=False),
     sa.Column("deleted_at", sa.Float),
     sa.Index("ix_memories_ns_zone", "namespace", "zone"),
     sa.Index("ix_memories_ns_thread", "namespace", "thread", "position"),
@@ -49,7 +82,17 @@ memory_vectors = sa.Table(
     "memory_vectors",
     metadata,
     sa.Column("seq", BigId, sa.ForeignKey("memories.seq", ondelete="CASCADE"), primary_key=True),
-    sa.Column("embedding", sa.LargeBinary, nullable=False),
+    sa.Column("embedding", Embedding, nullable=False),
+)
+
+# PostgreSQL's full-text index (SQLite has one FTS5 table per namespace instead): content
+# weighted A, the thread neighbours' text B.
+memory_text = sa.Table(
+    "memory_text",
+    metadata,
+    sa.Column("seq", BigId, sa.ForeignKey("memories.seq", ondelete="CASCADE"), primary_key=True),
+    sa.Column("namespace", sa.String(128), nullable=False),
+    sa.Column("doc", sa.Text().with_variant(TSVECTOR(), "postgresql"), nullable=False),
 )
 
 memory_tags = sa.Table(
@@ -83,8 +126,8 @@ changes = sa.Table(
     sa.Column("op", sa.String(16), nullable=False),
     sa.Column("agent", sa.String(128), nullable=False),
     sa.Column("hlc", sa.String(40), nullable=False),
-    sa.Column("vector_clock", sa.JSON, nullable=False),
-    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("vector_clock", Json, nullable=False),
+    sa.Column("payload", Json, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Index("ix_changes_ns_seq", "namespace", "seq"),
 )
@@ -93,7 +136,7 @@ namespace_config = sa.Table(
     "namespace_config",
     metadata,
     sa.Column("namespace", sa.String(128), primary_key=True),
-    sa.Column("config", sa.JSON, nullable=False),
+    sa.Column("config", Json, nullable=False),
 )
 
 meta = sa.Table(

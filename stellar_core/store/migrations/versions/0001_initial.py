@@ -5,6 +5,7 @@ Revision ID: 0001
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects.postgresql import JSONB
 
 revision = "0001"
 down_revision = None
@@ -12,9 +13,12 @@ branch_labels = None
 depends_on = None
 
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+Json = sa.JSON().with_variant(JSONB(), "postgresql")
 
 
 def upgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":  # pgvector; see README for the privilege
+        op.execute("CREATE EXTENSION IF NOT EXISTS vector")
     op.create_table(
         "memories",
         sa.Column("seq", BigId, primary_key=True, autoincrement=True),
@@ -31,7 +35,7 @@ def upgrade() -> None:
         sa.Column("last_access_at", sa.Float, nullable=False),
         sa.Column("zone", sa.String(8), nullable=False),
         sa.Column("score", sa.Float, nullable=False),
-        sa.Column("meta", sa.JSON, nullable=False),
+        sa.Column("meta", Json, nullable=False),
         sa.Column("source_type", sa.String(32)),
         sa.Column("source_url", sa.Text),
         sa.Column("source_chunk", sa.Integer),
@@ -43,7 +47,7 @@ def upgrade() -> None:
         sa.Column("embedding", sa.LargeBinary),
         sa.Column("origin_agent", sa.String(128), nullable=False),
         sa.Column("hlc", sa.String(40), nullable=False),
-        sa.Column("vector_clock", sa.JSON, nullable=False),
+        sa.Column("vector_clock", Json, nullable=False),
         sa.Column("deleted_at", sa.Float),
     )
     op.create_index("ix_memories_ns_zone", "memories", ["namespace", "zone"])
@@ -78,15 +82,15 @@ def upgrade() -> None:
         sa.Column("op", sa.String(16), nullable=False),
         sa.Column("agent", sa.String(128), nullable=False),
         sa.Column("hlc", sa.String(40), nullable=False),
-        sa.Column("vector_clock", sa.JSON, nullable=False),
-        sa.Column("payload", sa.JSON, nullable=False),
+        sa.Column("vector_clock", Json, nullable=False),
+        sa.Column("payload", Json, nullable=False),
         sa.Column("created_at", sa.Float, nullable=False),
     )
     op.create_index("ix_changes_ns_seq", "changes", ["namespace", "seq"])
     op.create_table(
         "namespace_config",
         sa.Column("namespace", sa.String(128), primary_key=True),
-        sa.Column("config", sa.JSON, nullable=False),
+        sa.Column("config", Json, nullable=False),
     )
     op.create_table(
         "stellar_meta",

@@ -10,6 +10,7 @@ Revision ID: 0003
 """
 
 import hashlib
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -23,15 +24,23 @@ BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade() -> None:
+    postgres = op.get_bind().dialect.name == "postgresql"
+    if postgres:
+        from pgvector.sqlalchemy import VECTOR
+
+        vector_type: sa.types.TypeEngine[Any] = VECTOR()
+    else:
+        vector_type = sa.LargeBinary()
     op.create_table(
         "memory_vectors",
         sa.Column("seq", BigId, sa.ForeignKey("memories.seq", ondelete="CASCADE"), primary_key=True),
-        sa.Column("embedding", sa.LargeBinary, nullable=False),
+        sa.Column("embedding", vector_type, nullable=False),
     )
-    op.execute(
-        "INSERT INTO memory_vectors (seq, embedding) "
-        "SELECT seq, embedding FROM memories WHERE embedding IS NOT NULL"
-    )
+    if not postgres:  # PostgreSQL support starts at this revision: nothing to carry over
+        op.execute(
+            "INSERT INTO memory_vectors (seq, embedding) "
+            "SELECT seq, embedding FROM memories WHERE embedding IS NOT NULL"
+        )
     op.drop_column("memories", "embedding")
     op.drop_index("ix_memories_hash", "memories")
     op.execute("DROP INDEX ux_memories_dedup")
@@ -39,8 +48,26 @@ def upgrade() -> None:
         "CREATE UNIQUE INDEX ux_memories_dedup ON memories "
         "(namespace, content_hash, COALESCE(thread, '')) WHERE deleted_at IS NULL"
     )
-    if op.get_bind().dialect.name != "sqlite":
-        return
+    if postgres:
+        _postgres_text_index()
+    else:
+        _sqlite_text_tables()
+
+
+def _postgres_text_index() -> None:
+    from sqlalchemy.dialects.postgresql import TSVECTOR
+
+    op.create_table(
+        "memory_text",
+        sa.Column("seq", BigId, sa.ForeignKey("memories.seq", ondelete="CASCADE"), primary_key=True),
+        sa.Column("namespace", sa.String(128), nullable=False),
+        sa.Column("doc", TSVECTOR(), nullable=False),
+    )
+    op.execute("CREATE INDEX ix_memory_text_doc ON memory_text USING gin (doc)")
+    op.create_index("ix_memory_text_ns", "memory_text", ["namespace"])
+
+
+def _sqlite_text_tables() -> None:
     for (namespace,) in op.get_bind().execute(sa.text("SELECT DISTINCT namespace FROM memories")):
         token = "ns" + hashlib.sha1(namespace.encode()).hexdigest()[:16]
         op.execute(

@@ -1,0 +1,171 @@
+"""SQLite, the embedded default: WAL, explicit BEGIN, one FTS5 table per namespace (BM25)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.engine import Engine
+
+from stellar_core.settings import Settings
+from stellar_core.store.dialect import namespace_token
+from stellar_core.store.schema import memories
+
+_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA busy_timeout=15000",
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA temp_store=MEMORY",
+    "PRAGMA cache_size=-65536",
+    # Checkpoints copy the WAL into the database inside some writer's commit. A 32 MB bound
+    # instead of 4 MB makes that rare (batch stores +10%); the upkeep thread checkpoints
+    # passively in between, off the write path.
+    "PRAGMA wal_autocheckpoint=8000",
+    "PRAGMA journal_size_limit=67108864",
+)
+
+
+class SqliteDialect:
+    """SQLite (embedded default): WAL, explicit BEGIN, FTS5 with BM25."""
+
+    name = "sqlite"
+
+    def __init__(self) -> None:
+        self._text_tables: set[str] = set()  # full-text tables known to exist
+
+    def engine_kwargs(self, settings: Settings) -> dict[str, Any]:
+        return {"connect_args": {"check_same_thread": False, "timeout": 15}}
+
+    def configure(self, engine: Engine) -> None:
+        """pysqlite's own transaction handling is unreliable for DDL; issue BEGIN ourselves.
+
+        Writers take the lock up front (BEGIN IMMEDIATE): a deferred transaction that later
+        writes can fail with SQLITE_BUSY when another process committed in between.
+        """
+
+        @sa.event.listens_for(engine, "connect")
+        def _connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            for pragma in _PRAGMAS:
+                cur.execute(pragma)
+            cur.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _begin(conn: sa.Connection) -> None:
+            write = conn.get_execution_options().get("stellar_write", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    def migration_lock(self, conn: sa.Connection) -> None:
+        """Nothing to do: the migration runs in a BEGIN IMMEDIATE transaction, one writer."""
+
+    def refresh_statistics(self, conn: sa.Connection) -> None:
+        """Sampled planner statistics (cheap at any size): without them SQLite takes
+        ``namespace = ?`` for a selective index and scans whole namespaces."""
+        conn.exec_driver_sql("PRAGMA analysis_limit=400")
+        conn.exec_driver_sql("ANALYZE")
+
+    def checkpoint(self, conn: sa.Connection) -> int:
+        """Copy what it can of the WAL into the database without waiting for anyone;
+        returns the frames left over (0: the WAL is fully checkpointed)."""
+        _busy, frames, done = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
+        return max(0, int(frames) - int(done))
+
+    def insert(self, table: sa.Table) -> Any:
+        """An INSERT that supports ``on_conflict_do_update`` / ``on_conflict_do_nothing``."""
+        return sqlite.insert(table)
+
+    # --- full text: one FTS5 table per namespace, rowid = memories.seq -----------------
+    def _text_table(self, conn: sa.Connection, namespace: str, create: bool) -> str | None:
+        """The namespace's full-text table; created on first write, None if it has none yet."""
+        name = "fts_" + namespace_token(namespace)
+        if name in self._text_tables:
+            return name
+        exists = conn.exec_driver_sql(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+        ).first()
+        if not exists:
+            if not create:
+                return None
+            # `context` holds the thread neighbours' text, ranked with a lower weight.
+            conn.exec_driver_sql(
+                f"CREATE VIRTUAL TABLE {name} USING fts5("
+                "content, context, tokenize = 'porter unicode61 remove_diacritics 2')"
+            )
+            return name  # not remembered yet: this transaction may still roll back
+        self._text_tables.add(name)
+        return name
+
+    def text_index_put(
+        self, conn: sa.Connection, namespace: str, rows: Sequence[tuple[int, str, str]]
+    ) -> None:
+        """(Re)index rows of (seq, content, thread context) of one namespace."""
+        if not rows:
+            return
+        table = self._text_table(conn, namespace, create=True)
+        self.text_index_drop(conn, namespace, [r[0] for r in rows])  # FTS5 rejects a duplicate rowid
+        conn.exec_driver_sql(f"INSERT INTO {table}(rowid, content, context) VALUES (?, ?, ?)", list(rows))
+
+    def text_index_drop(self, conn: sa.Connection, namespace: str, seqs: Sequence[int]) -> None:
+        """Remove rows from a namespace's full-text index."""
+        table = self._text_table(conn, namespace, create=False)
+        if table is None:
+            return
+        for i in range(0, len(seqs), 500):
+            chunk = list(seqs[i : i + 500])
+            marks = ",".join("?" * len(chunk))
+            conn.exec_driver_sql(f"DELETE FROM {table} WHERE rowid IN ({marks})", tuple(chunk))
+
+    def text_search(
+        self,
+        conn: sa.Connection,
+        namespace: str,
+        terms: Sequence[str],
+        limit: int,
+        context_weight: float,
+        where: sa.ColumnElement[bool] | None = None,
+    ) -> list[tuple[int, float]]:
+        """BM25 top ``limit`` (seq, score) for any of ``terms``, higher score better.
+
+        The table holds live memories only, so the memories table is joined only to filter.
+        """
+        table = self._text_table(conn, namespace, create=False) if terms else None
+        if table is None:
+            return []
+        params = {
+            "match": " OR ".join('"' + t.replace('"', '""') + '"' for t in terms),
+            "context_weight": context_weight,
+            "limit": limit,
+        }
+        if where is None:
+            return [(int(seq), -float(r)) for seq, r in conn.execute(_text_query(table), params)]
+        fts = sa.table(table, sa.column("rowid"))
+        query = (
+            sa.select(fts.c.rowid, _bm25(table).label("rank"))
+            .join_from(fts, memories, memories.c.seq == fts.c.rowid)
+            .where(sa.literal_column(table).op("MATCH")(sa.bindparam("match")), where)
+            .order_by(sa.text("rank"))
+            .limit(sa.bindparam("limit"))
+        )
+        return [(int(seq), -float(r)) for seq, r in conn.execute(query, params)]
+
+
+def _bm25(table: str) -> sa.ColumnElement[float]:
+    return sa.func.bm25(sa.literal_column(table), 1.0, sa.bindparam("context_weight"))
+
+
+@functools.lru_cache(maxsize=256)
+def _text_query(table: str) -> sa.Select[Any]:
+    """The unfiltered full-text query of one table, built once (building costs more than
+    the search itself on a small namespace)."""
+    fts = sa.table(table, sa.column("rowid"))
+    return (
+        sa.select(fts.c.rowid, _bm25(table).label("rank"))
+        .where(sa.literal_column(table).op("MATCH")(sa.bindparam("match")))
+        .order_by(sa.text("rank"))
+        .limit(sa.bindparam("limit"))
+    )
