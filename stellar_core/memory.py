@@ -29,9 +29,9 @@ from stellar_core.models import (
     Zone,
 )
 from stellar_core.scoring import ZonePolicy
-from stellar_core.search.indexes import VectorIndexes
 from stellar_core.search.recall import Filters
 from stellar_core.search.recall import recall as recall_pass
+from stellar_core.search.vector import VectorIndexes
 from stellar_core.settings import Settings
 from stellar_core.store.engine import Database
 from stellar_core.store.records import fetch, live, m
@@ -104,7 +104,7 @@ class StellarMemory:
 
     def warm(self, namespace: str | None = None) -> None:
         """Load the namespace's vector index and build its HNSW graph now, not lazily."""
-        self._vectors().get(self._ns(namespace)).maintain()
+        self._vectors().warm(self._ns(namespace))
 
     # --- writes ----------------------------------------------------------------------------
     def store(
@@ -281,7 +281,8 @@ class StellarMemory:
         ctx = None
         if context is not None:
             query = self.embedder.embed([check.content(context, self.settings.max_content_chars)])[0]
-            ctx = self._vectors().get(ns).all_similarities(query)
+            with self.db.read() as conn:
+                ctx = self._vectors().get(ns, conn).all_similarities(query)
         policy = self.zone_policy(ns)
         with self.db.write() as conn:
             report = reorbit_pass(
@@ -441,7 +442,7 @@ class StellarMemory:
 
     def _vectors(self) -> VectorIndexes:
         if self._indexes is None:
-            self._indexes = VectorIndexes(self.db, self.embedder.dim, self.settings.hnsw_min_rows)
+            self._indexes = self.db.dialect.vector_indexes(self.db, self.embedder.dim, self.settings)
         return self._indexes
 
     def _maintain_indexes(self) -> None:
@@ -459,6 +460,7 @@ class StellarMemory:
                     f"this database holds embeddings of {stored!r}, not {self.embedder.model!r}; "
                     "open it with the same embedding model"
                 )
+            self.db.dialect.prepare_vectors(conn, self.embedder.dim)
 
     def _embed_for_store(self, ns: str, drafts: list[Draft]) -> np.ndarray:
         """Vectors for the drafts, reusing any stored for the same content in the namespace."""

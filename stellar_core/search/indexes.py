@@ -20,8 +20,8 @@ from stellar_core.sync import outbox
 v = memory_vectors.c
 
 
-class VectorIndexes:
-    """The vector indexes of one open database."""
+class InProcessIndexes:
+    """The in-memory vector indexes of one open database (the embedded default)."""
 
     def __init__(self, db: Database, dim: int, hnsw_min_rows: int) -> None:
         self._db = db
@@ -46,6 +46,9 @@ class VectorIndexes:
         if events:
             self._apply(conn, namespace, index, events)
         return index
+
+    def warm(self, namespace: str) -> None:
+        self.get(namespace).maintain()
 
     def maintain(self) -> None:
         """Graph upkeep for every loaded index (runs off the query path)."""

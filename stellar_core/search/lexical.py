@@ -37,7 +37,7 @@ def query_terms(text: str, limit: int = 32) -> list[str]:
     return list(dict.fromkeys(kept or words))[:limit]
 
 
-def _in_spans(
+def in_spans(
     conn: sa.Connection, namespace: str, places: Iterable[tuple[str, int]], reach: int
 ) -> list[tuple[int, str, int, str]]:
     """(seq, thread, position, content) of live memories within ``reach`` of the places."""
@@ -80,7 +80,7 @@ def neighbours(
     """Seqs of live memories within ``window`` positions of the (thread, position) places."""
     if window <= 0:
         return []
-    return [seq for seq, *_ in _in_spans(conn, namespace, places, window)]
+    return [seq for seq, *_ in in_spans(conn, namespace, places, window)]
 
 
 def reindex(
@@ -104,7 +104,7 @@ def reindex(
     threaded = [(t, p) for _, t, p, _ in rows if t is not None and p is not None]
     by_place: dict[tuple[str, int], tuple[int, str]] = {}
     if threaded and window > 0:
-        for seq, t, p, content in _in_spans(conn, namespace, threaded, 2 * window):
+        for seq, t, p, content in in_spans(conn, namespace, threaded, 2 * window):
             by_place[(t, p)] = (seq, content)
     # Every row whose context window covers a touched row must be rewritten.
     targets: dict[int, tuple[str, str | None, int | None]] = {s: (c, t, p) for s, t, p, c in rows}

@@ -12,7 +12,7 @@ from stellar_core.clock import DAY
 from stellar_core.models import Memory, Zone
 from stellar_core.search import fusion
 from stellar_core.search.lexical import query_terms
-from stellar_core.search.vector import VectorIndex
+from stellar_core.search.vector import VectorSearch
 from stellar_core.settings import Settings
 from stellar_core.store.dialect import Dialect, in_json_list, json_list
 from stellar_core.store.records import fetch, fetch_seqs, live, m
@@ -57,7 +57,7 @@ class Candidate:
 def recall(
     conn: sa.Connection,
     dialect: Dialect,
-    index: VectorIndex,
+    index: VectorSearch,
     namespace: str,
     text: str,
     vector: np.ndarray,
@@ -96,7 +96,7 @@ def recall(
 
 
 def _vector_arm(
-    index: VectorIndex, vector: np.ndarray, n: int, allowed: set[int] | None, s: Settings
+    index: VectorSearch, vector: np.ndarray, n: int, allowed: set[int] | None, s: Settings
 ) -> dict[int, tuple[float, str]]:
     """Cosine hits, plus their thread neighbours, scored with their context.
 
@@ -106,12 +106,11 @@ def _vector_arm(
     window, w = s.thread_context_window, s.thread_context_weight
     if not hits or window == 0 or w == 0:
         return {q: (v, "vector") for q, v in hits.items()}
-    near = {q: index.neighbours(q, window) for q in hits}
+    near = index.neighbours_of(hits, window)
     pool = set(hits) | {y for ys in near.values() for y in ys}
     if allowed is not None:
         pool &= allowed
-    for q in pool - near.keys():
-        near[q] = index.neighbours(q, window)
+    near.update(index.neighbours_of(pool - near.keys(), window))
     need = {y for q in pool for y in near[q]} | pool
     sims = {**index.similarities(vector, [y for y in need if y not in hits]), **hits}
     out = {}

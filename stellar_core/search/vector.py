@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
 
 import faiss
 import numpy as np
@@ -19,6 +20,36 @@ _HNSW_M = 32
 _EF_CONSTRUCTION = 64
 _EF_SEARCH = 128
 _ADD_CHUNK = 1024  # rows added to the graph per lock hold: keeps queries waiting < ~0.3 s
+
+
+class VectorSearch(Protocol):
+    """What recall and reorbit need of a namespace's vectors (``VectorIndex`` in memory for
+    SQLite, ``PgVectorSearch`` over pgvector for PostgreSQL)."""
+
+    def search(self, query: np.ndarray, n: int, allowed: set[int] | None = None) -> list[tuple[int, float]]:
+        """Top ``n`` (seq, cosine) for a unit query; ``allowed`` restricts to those seqs."""
+
+    def similarities(self, query: np.ndarray, seqs: Sequence[int]) -> dict[int, float]:
+        """Cosine of the query with each known seq."""
+
+    def all_similarities(self, query: np.ndarray) -> dict[int, float]:
+        """Cosine of the query with every live memory of the namespace."""
+
+    def neighbours_of(self, seqs: Iterable[int], window: int) -> dict[int, list[int]]:
+        """For each seq, the seqs within ``window`` positions of it in its thread."""
+
+
+class VectorIndexes(Protocol):
+    """The vector search of every namespace of one open database."""
+
+    def get(self, namespace: str, conn: Any = None) -> VectorSearch:
+        """The namespace's vectors, as of ``conn``'s transaction."""
+
+    def warm(self, namespace: str) -> None:
+        """Load / build what the namespace's search needs now instead of on first use."""
+
+    def maintain(self) -> None:
+        """Upkeep off the query path (the background thread calls it)."""
 
 
 class VectorIndex:
@@ -126,6 +157,11 @@ class VectorIndex:
             rows = np.flatnonzero(self._alive[: self._n])
             sims = self._vecs[rows] @ query
             return {int(s): float(v) for s, v in zip(self._seq[rows], sims, strict=True)}
+
+    def neighbours_of(self, seqs: Iterable[int], window: int) -> dict[int, list[int]]:
+        """For each seq, the seqs within ``window`` positions of it in its thread."""
+        with self._lock:
+            return {seq: self.neighbours(seq, window) for seq in seqs}
 
     def neighbours(self, seq: int, window: int) -> list[int]:
         """Seqs within ``window`` positions of ``seq`` in its thread."""

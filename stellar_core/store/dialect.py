@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -17,6 +17,9 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from stellar_core.errors import ConfigurationError
 from stellar_core.settings import Settings
+
+if TYPE_CHECKING:
+    from stellar_core.search.vector import VectorIndexes
 
 
 class Dialect(Protocol):
@@ -27,6 +30,12 @@ class Dialect(Protocol):
 
     def configure(self, engine: Engine) -> None:
         """Hook connection set-up into a new engine."""
+
+    def vector_indexes(self, db: Any, dim: int, settings: Settings) -> VectorIndexes:
+        """The vector search of this database (in process, or in the database)."""
+
+    def prepare_vectors(self, conn: sa.Connection, dim: int) -> None:
+        """Whatever the database needs to index vectors of ``dim`` dimensions."""
 
     def migration_lock(self, conn: sa.Connection) -> None:
         """Serialise migrations of processes that open the database at once."""
@@ -93,7 +102,7 @@ def in_json_list(column: sa.ColumnElement[Any], name: str) -> sa.ColumnElement[b
     return column.in_(values)
 
 
-def json_list(values: Sequence[int]) -> str:
+def json_list(values: Iterable[int]) -> str:
     """The value for an ``in_json_list`` parameter."""
     return json.dumps([int(v) for v in values])
 

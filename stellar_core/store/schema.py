@@ -93,6 +93,16 @@ memory_text = sa.Table(
     sa.Column("seq", BigId, sa.ForeignKey("memories.seq", ondelete="CASCADE"), primary_key=True),
     sa.Column("namespace", sa.String(128), nullable=False),
     sa.Column("doc", sa.Text().with_variant(TSVECTOR(), "postgresql"), nullable=False),
+    sa.Column("length", sa.Integer, nullable=False),  # tokens, for BM25's length normalisation
+)
+
+# PostgreSQL: BM25's collection statistics per namespace (documents, total tokens).
+text_stats = sa.Table(
+    "text_stats",
+    metadata,
+    sa.Column("namespace", sa.String(128), primary_key=True),
+    sa.Column("docs", sa.BigInteger, nullable=False),
+    sa.Column("length", sa.BigInteger, nullable=False),
 )
 
 memory_tags = sa.Table(

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Engine
 
+from stellar_core.search.vector import VectorIndexes
 from stellar_core.settings import Settings
 from stellar_core.store.dialect import namespace_token
 from stellar_core.store.schema import memories
@@ -59,6 +60,15 @@ class SqliteDialect:
         def _begin(conn: sa.Connection) -> None:
             write = conn.get_execution_options().get("stellar_write", False)
             conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    def vector_indexes(self, db: Any, dim: int, settings: Settings) -> VectorIndexes:
+        """In-process indexes (numpy, HNSW from 20k rows), kept current from the change log."""
+        from stellar_core.search.indexes import InProcessIndexes
+
+        return InProcessIndexes(db, dim, settings.hnsw_min_rows)
+
+    def prepare_vectors(self, conn: sa.Connection, dim: int) -> None:
+        """Nothing: the vectors are indexed in process."""
 
     def migration_lock(self, conn: sa.Connection) -> None:
         """Nothing to do: the migration runs in a BEGIN IMMEDIATE transaction, one writer."""

@@ -62,9 +62,17 @@ def _postgres_text_index() -> None:
         sa.Column("seq", BigId, sa.ForeignKey("memories.seq", ondelete="CASCADE"), primary_key=True),
         sa.Column("namespace", sa.String(128), nullable=False),
         sa.Column("doc", TSVECTOR(), nullable=False),
+        sa.Column("length", sa.Integer, nullable=False),
     )
     op.execute("CREATE INDEX ix_memory_text_doc ON memory_text USING gin (doc)")
     op.create_index("ix_memory_text_ns", "memory_text", ["namespace"])
+    # BM25's collection statistics per namespace, kept exact by every index write.
+    op.create_table(
+        "text_stats",
+        sa.Column("namespace", sa.String(128), primary_key=True),
+        sa.Column("docs", sa.BigInteger, nullable=False),
+        sa.Column("length", sa.BigInteger, nullable=False),
+    )
 
 
 def _sqlite_text_tables() -> None:
