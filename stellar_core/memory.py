@@ -460,7 +460,7 @@ class StellarMemory:
                     f"this database holds embeddings of {stored!r}, not {self.embedder.model!r}; "
                     "open it with the same embedding model"
                 )
-            self.db.dialect.prepare_vectors(conn, self.embedder.dim)
+            self.db.dialect.prepare_vectors(conn, self.embedder)
 
     def _embed_for_store(self, ns: str, drafts: list[Draft]) -> np.ndarray:
         """Vectors for the drafts, reusing any stored for the same content in the namespace."""

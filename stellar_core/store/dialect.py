@@ -19,6 +19,7 @@ from stellar_core.errors import ConfigurationError
 from stellar_core.settings import Settings
 
 if TYPE_CHECKING:
+    from stellar_core.embeddings import Embedder
     from stellar_core.search.vector import VectorIndexes
 
 
@@ -34,8 +35,9 @@ class Dialect(Protocol):
     def vector_indexes(self, db: Any, dim: int, settings: Settings) -> VectorIndexes:
         """The vector search of this database (in process, or in the database)."""
 
-    def prepare_vectors(self, conn: sa.Connection, dim: int) -> None:
-        """Whatever the database needs to index vectors of ``dim`` dimensions."""
+    def prepare_vectors(self, conn: sa.Connection, embedder: Embedder) -> None:
+        """Whatever the database needs to index the embedder's vectors (asks ``embedder.dim``
+        only if it needs it: an HTTP embedder finds it out with a request)."""
 
     def migration_lock(self, conn: sa.Connection) -> None:
         """Serialise migrations of processes that open the database at once."""

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Engine
 
+from stellar_core.embeddings import Embedder
 from stellar_core.search.vector import VectorIndexes
 from stellar_core.settings import Settings
 from stellar_core.store.dialect import in_json_list, json_list
@@ -47,12 +48,12 @@ class PostgresDialect:
 
         return PgVectorIndexes(dim)
 
-    def prepare_vectors(self, conn: sa.Connection, dim: int) -> None:
+    def prepare_vectors(self, conn: sa.Connection, embedder: Embedder) -> None:
         """The HNSW index for this embedding width (created once, under the migration lock)."""
         from stellar_core.search.pgvector import ensure_index
 
         self.migration_lock(conn)
-        ensure_index(conn, dim)
+        ensure_index(conn, embedder.dim)
 
     def migration_lock(self, conn: sa.Connection) -> None:
         """Processes starting at once queue here; each then sees the schema the first made."""

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Engine
 
+from stellar_core.embeddings import Embedder
 from stellar_core.search.vector import VectorIndexes
 from stellar_core.settings import Settings
 from stellar_core.store.dialect import namespace_token
@@ -67,7 +68,7 @@ class SqliteDialect:
 
         return InProcessIndexes(db, dim, settings.hnsw_min_rows)
 
-    def prepare_vectors(self, conn: sa.Connection, dim: int) -> None:
+    def prepare_vectors(self, conn: sa.Connection, embedder: Embedder) -> None:
         """Nothing: the vectors are indexed in process."""
 
     def migration_lock(self, conn: sa.Connection) -> None:
