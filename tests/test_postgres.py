@@ -1,0 +1,76 @@
+"""What only PostgreSQL has: the HNSW index, a schema of its own, migrations raced by several
+processes, a pool that outlives a server restart. (The shared behaviour is tested on both
+backends by test_store, test_lifecycle and test_recall.)"""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from stellar_core import Settings, StellarMemory
+from tests.fakes import HashEmbedder
+from tests.services import Postgres
+
+pytestmark = pytest.mark.postgres_only
+
+
+def _statements(mem: StellarMemory) -> list[tuple[str, object]]:
+    seen: list[tuple[str, object]] = []
+    sa.event.listen(mem.db.engine, "before_cursor_execute", lambda *a: seen.append((a[2], a[3])))
+    return seen
+
+
+def test_recall_searches_vectors_through_the_hnsw_index(open_memory, backend) -> None:
+    mem = open_memory(embedder=HashEmbedder())
+    mem.store_many([f"maintenance note {i} for ground station {i % 7}" for i in range(300)])
+    seen = _statements(mem)
+    assert mem.recall("ground station 3 maintenance", k=5)
+    statement, params = next((s, p) for s, p in seen if "<=>" in s and "ORDER BY" in s)
+    with mem.db.read() as conn:
+        # A table this small is cheaper to sort; forbid that to see the index can serve the query.
+        conn.exec_driver_sql("SET LOCAL enable_sort = off")
+        plan = "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + statement, params))  # type: ignore[arg-type]
+    assert "ix_memory_vectors_hnsw_384" in plan, plan[:400]
+
+
+def test_tables_live_in_the_configured_schema(open_memory, backend) -> None:
+    mem = open_memory(embedder=HashEmbedder(), settings=Settings(database_schema="agents"))
+    mem.store("kept in the agents schema")
+    with mem.db.read() as conn:
+        schemas = set(
+            conn.execute(
+                sa.text("SELECT table_schema FROM information_schema.tables WHERE table_name = 'memories'")
+            ).scalars()
+        )
+    assert schemas == {"agents"}
+    assert mem.recall("agents schema", k=1)[0].memory.content == "kept in the agents schema"
+
+
+def _open_and_store(url: str, i: int) -> str:
+    with StellarMemory(url, embedder=HashEmbedder(), background=False) as mem:
+        return mem.store(f"written by process {i}").id
+
+
+def test_processes_opening_a_new_database_at_once_migrate_it_once(postgres: Postgres) -> None:
+    url = postgres.create_database("raced")
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        ids = pool.starmap(_open_and_store, [(url, i) for i in range(4)])
+    assert len(set(ids)) == 4
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM alembic_version")).scalar_one() == 1
+        assert conn.execute(sa.text("SELECT count(*) FROM memories")).scalar_one() == 4
+    engine.dispose()
+
+
+def test_the_pool_survives_a_database_restart(open_memory, postgres: Postgres, tmp_path: Path) -> None:
+    mem = open_memory(embedder=HashEmbedder())
+    before = mem.store("stored before the restart")
+    postgres.stop()
+    postgres.start()  # same port, same data: every pooled connection is now dead
+    assert mem.get(before.id).content == "stored before the restart"
+    after = mem.store("stored after the restart")
+    assert {h.memory.id for h in mem.recall("stored restart", k=5)} == {before.id, after.id}
