@@ -74,3 +74,10 @@ def test_the_pool_survives_a_database_restart(open_memory, postgres: Postgres, t
     assert mem.get(before.id).content == "stored before the restart"
     after = mem.store("stored after the restart")
     assert {h.memory.id for h in mem.recall("stored restart", k=5)} == {before.id, after.id}
+
+
+def test_pool_settings_reach_the_engine(open_memory, backend) -> None:
+    s = Settings(db_pool_size=3, db_max_overflow=2, db_pool_timeout=7.5, db_pool_recycle=600)
+    pool = open_memory(embedder=HashEmbedder(), settings=s).db.engine.pool
+    assert (pool.size(), pool._max_overflow, pool._timeout, pool._recycle) == (3, 2, 7.5, 600)  # type: ignore[attr-defined]
+    assert pool._pre_ping is True  # type: ignore[attr-defined]
