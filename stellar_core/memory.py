@@ -33,6 +33,8 @@ from stellar_core.search.recall import Filters
 from stellar_core.search.recall import recall as recall_pass
 from stellar_core.search.vector import VectorIndexes
 from stellar_core.settings import Settings
+from stellar_core.store.cache import NoCache, RedisCache
+from stellar_core.store.dialect import in_json_list, json_list
 from stellar_core.store.engine import Database
 from stellar_core.store.records import fetch, live, m
 from stellar_core.store.schema import changes, memories, memory_vectors, meta, namespace_config
@@ -79,7 +81,10 @@ class StellarMemory:
         with self.db.read() as conn:  # never stamp below what this database has already seen
             self._hlc.observe(conn.execute(sa.select(sa.func.max(changes.c.hlc))).scalar() or "")
         self._indexes: VectorIndexes | None = None
-        self._recalls = RecallLog(self.db)
+        self._cache: NoCache | RedisCache = (
+            RedisCache(s.redis_url, s.cache_ttl_seconds, s.cache_zones) if s.redis_url else NoCache()
+        )
+        self._recalls = RecallLog(self.db, on_flush=self._recalled)
         upkeep: list[Callable[[], object]] = [self._recalls.flush, self._maintain_indexes, self.db.checkpoint]
         self._upkeep = Upkeep(s.stats_flush_seconds, upkeep)
         if background:
@@ -90,6 +95,7 @@ class StellarMemory:
         """Write pending recall statistics and release the database."""
         self._upkeep.stop()
         self._recalls.flush()
+        self._cache.close()
         self.db.close()
 
     def __enter__(self) -> StellarMemory:
@@ -199,10 +205,12 @@ class StellarMemory:
             values["meta"] = check.metadata(metadata)
         new_tags = check.tags(tags) if tags is not None else None
         with self.db.write() as conn:
-            return writes.update(
+            updated = writes.update(
                 conn, self.db.dialect, ns, who, memory_id, values, new_tags, vector, self._hlc.tick, now,
                 self._window,
             )  # fmt: skip
+        self._cache.invalidate(ns, [memory_id])  # after the commit: no reader can refill the old
+        return updated
 
     def forget(
         self,
@@ -215,7 +223,9 @@ class StellarMemory:
         ns, who = self._ns(namespace), self._who(principal)
         now = self.clock.now()
         with self.db.write() as conn:
-            return writes.forget(conn, self.db.dialect, ns, who, memory_id, self._hlc.tick, now, self._window)
+            gone = writes.forget(conn, self.db.dialect, ns, who, memory_id, self._hlc.tick, now, self._window)
+        self._cache.invalidate(ns, [memory_id])
+        return gone
 
     def link(
         self,
@@ -297,6 +307,7 @@ class StellarMemory:
                 ctx,
             )
             self.db.dialect.refresh_statistics(conn)  # the pass reshaped the table
+        self._cache.invalidate_namespace(ns)  # scores and zones moved, some were forgotten
         return report
 
     # --- reads -----------------------------------------------------------------------------
@@ -351,8 +362,14 @@ class StellarMemory:
         """One live memory by id; ``NotFoundError`` if absent, forgotten or in another namespace."""
         ns = self._ns(namespace)
         self._who(principal)
-        with self.db.read() as conn:
-            return writes.live_memory(conn, ns, memory_id)[1]
+
+        def load() -> Memory:
+            with self.db.read() as conn:
+                return writes.live_memory(conn, ns, memory_id)[1]
+
+        if not isinstance(memory_id, str):
+            return load()  # the clear error
+        return self._cache.get(ns, memory_id, load)
 
     def thread(
         self, thread: str, *, namespace: str | None = None, principal: Principal | str | None = None
@@ -445,6 +462,20 @@ class StellarMemory:
             self._indexes = self.db.dialect.vector_indexes(self.db, self.embedder.dim, self.settings)
         return self._indexes
 
+    def _recalled(self, seqs: list[int]) -> None:
+        """Recall statistics were written: cached copies of those memories are out of date."""
+        if not self._cache.active or not seqs:
+            return
+        with self.db.read() as conn:
+            rows = conn.execute(
+                sa.select(m.namespace, m.id).where(in_json_list(m.seq, "seqs")), {"seqs": json_list(seqs)}
+            )
+            by_ns: dict[str, list[str]] = {}
+            for ns, mid in rows:
+                by_ns.setdefault(ns, []).append(mid)
+        for ns, ids in by_ns.items():
+            self._cache.invalidate(ns, ids)
+
     def _maintain_indexes(self) -> None:
         if self._indexes is not None:
             self._indexes.maintain()
@@ -452,6 +483,7 @@ class StellarMemory:
     def _check_model(self) -> None:
         """Vectors of different models must never mix in one database."""
         with self.db.write() as conn:
+            self.db.dialect.migration_lock(conn)  # processes opening a new database at once queue
             stored = conn.execute(sa.select(meta.c.value).where(meta.c.key == "embedding_model")).scalar()
             if stored is None:
                 conn.execute(meta.insert().values(key="embedding_model", value=self.embedder.model))

@@ -42,6 +42,14 @@ class Settings(BaseSettings):
     db_pool_pre_ping: bool = Field(
         default=True, description="Check a connection before use, so a restarted server is survived."
     )
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis for the shared read-through cache (e.g. redis://host:6379/0); unset: none.",
+    )
+    cache_ttl_seconds: float = Field(default=300.0, gt=0, description="Longest a cached memory is kept.")
+    cache_zones: list[str] = Field(
+        default=["core", "inner"], description="Zones whose memories are cached (the hot ones)."
+    )
     namespace: str = Field(default="default", description="Namespace used when a call names none.")
     agent_id: str = Field(
         default="local", description="Identity of this agent when a call names no principal."

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from stellar_core import SentenceTransformerEmbedder, StellarMemory, SteppingClock
 from stellar_core.embeddings import Embedder
-from tests.services import Postgres
+from tests.services import Postgres, Redis
 
 MemoryFactory = Callable[..., StellarMemory]
 
@@ -64,6 +64,15 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
     engine.dispose()
     yield server
     server.stop("immediate")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Redis]:
+    """One redis-server for the session (tests use their own database numbers or keys)."""
+    server = Redis(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

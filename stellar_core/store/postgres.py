@@ -49,10 +49,10 @@ class PostgresDialect:
         return PgVectorIndexes(dim)
 
     def prepare_vectors(self, conn: sa.Connection, embedder: Embedder) -> None:
-        """The HNSW index for this embedding width (created once, under the migration lock)."""
+        """The HNSW index for this embedding width (created once; the caller holds the
+        migration lock)."""
         from stellar_core.search.pgvector import ensure_index
 
-        self.migration_lock(conn)
         ensure_index(conn, embedder.dim)
 
     def migration_lock(self, conn: sa.Connection) -> None:

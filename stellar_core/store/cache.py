@@ -1,0 +1,188 @@
+"""Read-through cache of memories by id, in Redis, shared by every process of a deployment.
+
+Only memories in the hot zones (Core and Inner by default) are cached: they are the ones
+agents come back to, and it bounds the cache to the zones' capacities.
+
+- **Never stale after a write.** Every write deletes the keys of what it changed, after its
+  commit, from whichever process. A reader that missed fills the key only while it holds
+  the key's *lease*, and a write deletes the lease too: a fill that raced a write is dropped.
+- **No stampede.** Of the readers that miss at once, the lease holder reads the database;
+  the others wait a moment for its value instead of all querying.
+- **Redis is optional at run time.** If it is down or goes away, every call works without it
+  (logged once); keys whose deletion failed are deleted when Redis answers again, and the
+  TTL bounds anything else.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from stellar_core.models import Memory
+
+log = logging.getLogger(__name__)
+
+_FILL = """
+if redis.call('GET', KEYS[2]) == ARGV[1] then
+    redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+    redis.call('DEL', KEYS[2])
+    return 1
+end
+return 0
+"""
+
+
+class NoCache:
+    """The embedded default: every read goes to the database."""
+
+    active = False
+
+    def get(self, namespace: str, memory_id: str, load: Callable[[], Memory]) -> Memory:
+        return load()
+
+    def invalidate(self, namespace: str, memory_ids: Iterable[str]) -> None:
+        pass
+
+    def invalidate_namespace(self, namespace: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class RedisCache:
+    """``NoCache``'s interface over Redis (see the module docstring)."""
+
+    active = True
+
+    def __init__(
+        self,
+        url: str,
+        ttl_seconds: float,
+        zones: Iterable[str],
+        lease_seconds: float = 2.0,
+        retry_seconds: float = 1.0,
+    ) -> None:
+        import redis
+
+        self._redis = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self._errors: tuple[type[Exception], ...] = (redis.RedisError, OSError)
+        self._fill = self._redis.register_script(_FILL)
+        self._ttl_ms = int(ttl_seconds * 1000)
+        self._lease_ms = int(lease_seconds * 1000)
+        self._zones = {str(z) for z in zones}
+        self._retry = retry_seconds
+        self._lock = threading.Lock()
+        self._down_since: float | None = None  # when Redis last failed; None while it answers
+        self._undeleted: set[tuple[str, str]] = set()  # invalidations Redis missed
+        self._namespaces_undeleted: set[str] = set()
+
+    # --- reads ----------------------------------------------------------------------------
+    def get(self, namespace: str, memory_id: str, load: Callable[[], Memory]) -> Memory:
+        """The memory from Redis, or from ``load()`` (the database), filling Redis."""
+        key, lease = _key(namespace, memory_id), _key(namespace, memory_id) + ":lease"
+        token = uuid.uuid4().hex
+        got = self._call(lambda: self._get_or_lease(key, lease, token))
+        if got is None:  # Redis unavailable
+            return load()
+        cached, leased = got
+        if cached is not None:
+            return Memory.from_dict(json.loads(cached))
+        if not leased:  # someone else is loading it: wait briefly for their value
+            waited = self._wait_for(key)
+            if waited is not None:
+                return Memory.from_dict(json.loads(waited))
+        x = load()
+        if leased and x.zone.value in self._zones:
+            value = json.dumps(x.to_dict())
+            self._call(lambda: self._fill(keys=[key, lease], args=[token, value, self._ttl_ms]))
+            self._call(lambda: self._redis.sadd(_members(namespace), memory_id))
+        return x
+
+    def _get_or_lease(self, key: str, lease: str, token: str) -> tuple[bytes | None, bool]:
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.get(key)
+        pipe.set(lease, token, nx=True, px=self._lease_ms)
+        cached, leased = pipe.execute()
+        return cached, bool(leased)
+
+    def _wait_for(self, key: str) -> bytes | None:
+        """The lease holder's value, polled for up to half a lease."""
+        deadline = time.monotonic() + self._lease_ms / 2000
+        while time.monotonic() < deadline:
+            time.sleep(0.005)
+            value = self._call(lambda: self._redis.get(key))
+            if value is not None:
+                return value  # type: ignore[no-any-return]
+        return None
+
+    # --- invalidation (after a write commits) -----------------------------------------------
+    def invalidate(self, namespace: str, memory_ids: Iterable[str]) -> None:
+        ids = list(memory_ids)
+        if not ids:
+            return
+        keys = [k for i in ids for k in (_key(namespace, i), _key(namespace, i) + ":lease")]
+        if self._call(lambda: self._redis.delete(*keys)) is None:
+            with self._lock:
+                self._undeleted.update((namespace, i) for i in ids)
+
+    def invalidate_namespace(self, namespace: str) -> None:
+        """Drop every cached memory of a namespace (a reorbit moved them all)."""
+        if self._call(lambda: self._drop_namespace(namespace)) is None:
+            with self._lock:
+                self._namespaces_undeleted.add(namespace)
+
+    def _drop_namespace(self, namespace: str) -> int:
+        ids = [i.decode() if isinstance(i, bytes) else i for i in self._redis.smembers(_members(namespace))]
+        keys = [k for i in ids for k in (_key(namespace, i), _key(namespace, i) + ":lease")]
+        return int(self._redis.delete(_members(namespace), *keys))
+
+    def close(self) -> None:
+        self._redis.close()
+
+    # --- failures -------------------------------------------------------------------------
+    def _call(self, fn: Callable[[], Any]) -> Any:
+        """``fn()``, or None when Redis is unavailable (then skipped for ``retry_seconds``)."""
+        with self._lock:
+            down = self._down_since
+        if down is not None and time.monotonic() - down < self._retry:
+            return None
+        try:
+            if down is not None:
+                self._recover()
+            out = fn()
+        except self._errors as exc:
+            with self._lock:
+                if self._down_since is None:
+                    log.warning("Redis cache unavailable, continuing without it: %s", exc)
+                self._down_since = time.monotonic()
+            return None
+        return out
+
+    def _recover(self) -> None:
+        """Redis answers again: first delete what it missed while it was away."""
+        with self._lock:
+            pending, spaces = set(self._undeleted), set(self._namespaces_undeleted)
+        for ns in spaces:
+            self._drop_namespace(ns)
+        keys = [k for ns, i in pending for k in (_key(ns, i), _key(ns, i) + ":lease")]
+        if keys:
+            self._redis.delete(*keys)
+        with self._lock:
+            self._undeleted -= pending
+            self._namespaces_undeleted -= spaces
+            self._down_since = None
+        log.warning("Redis cache available again")
+
+
+def _key(namespace: str, memory_id: str) -> str:
+    return f"stellar:m:{json.dumps(namespace)}:{memory_id}"
+
+
+def _members(namespace: str) -> str:
+    return f"stellar:members:{json.dumps(namespace)}"
