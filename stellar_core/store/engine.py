@@ -102,4 +102,8 @@ def _translated() -> Iterator[None]:
     except sa.exc.OperationalError as exc:
         if "locked" in str(exc.orig) or "busy" in str(exc.orig):
             raise TransientError(f"database busy: {exc.orig}") from exc
+        # PostgreSQL: deadlock, serialization failure, lost or refused connection.
+        state = str(getattr(exc.orig, "sqlstate", None) or "")
+        if state in ("40P01", "40001") or state.startswith("08"):
+            raise TransientError(f"database temporarily unavailable: {exc.orig}") from exc
         raise
