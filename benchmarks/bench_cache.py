@@ -22,9 +22,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_core import Corpus, SyntheticEmbedder, percentiles_ms  # noqa: E402
-from stellar_core import Settings, StellarMemory  # noqa: E402
-from tests.services import Postgres, Redis  # noqa: E402
+from benchmarks.bench_core import Corpus, SyntheticEmbedder, percentiles_ms
+from stellar_core import Settings, StellarMemory
+from tests.services import Postgres, Redis
 
 
 def timed_gets(mem: StellarMemory, ids: Sequence[str]) -> list[float]:
@@ -54,7 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             url = pg.create_database("bench")
             with StellarMemory(url, embedder=embedder, background=False) as plain:
-                ids = [x.id for b in range(0, len(items), 1_000) for x in plain.store_many(items[b : b + 1_000])]
+                batches = (items[b : b + 1_000] for b in range(0, len(items), 1_000))
+                ids = [x.id for batch in batches for x in plain.store_many(batch)]
                 sample = random.Random(1).choices(ids, k=args.gets)
                 timed_gets(plain, sample[:200])  # warm the pool and PostgreSQL's buffers
                 uncached = timed_gets(plain, sample)

@@ -9,6 +9,8 @@ import os
 from itertools import pairwise
 from pathlib import Path
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -47,7 +49,7 @@ class Settings(BaseSettings):
         description="Redis for the shared read-through cache (e.g. redis://host:6379/0); unset: none.",
     )
     cache_ttl_seconds: float = Field(default=300.0, gt=0, description="Longest a cached memory is kept.")
-    cache_zones: list[str] = Field(
+    cache_zones: list[Literal["core", "inner", "outer", "belt", "cloud"]] = Field(
         default=["core", "inner"], description="Zones whose memories are cached (the hot ones)."
     )
     namespace: str = Field(default="default", description="Namespace used when a call names none.")
