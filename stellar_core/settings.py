@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 from itertools import pairwise
 from pathlib import Path
-
 from typing import Literal
 
 from pydantic import Field, model_validator
