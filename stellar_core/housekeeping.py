@@ -51,7 +51,9 @@ class RecallLog:
                 ),
             )
         )
-        rows = [{"b_seq": s, "b_n": n, "b_at": last[s]} for s, n in pending.items()]
+        # In seq order: flushes of several processes then lock rows in the same order and
+        # cannot deadlock one another (PostgreSQL; measured with 8 clients).
+        rows = [{"b_seq": s, "b_n": pending[s], "b_at": last[s]} for s in sorted(pending)]
         try:
             with self._db.write() as conn:
                 conn.execute(stmt, rows)
