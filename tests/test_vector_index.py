@@ -108,21 +108,28 @@ def test_upsert_grows_past_the_initial_capacity():
     assert ids(index.search(vecs[2999], 1)) == [seqs[2999]]
 
 
-def test_neighbours_by_thread_position():
+def test_around_finds_thread_neighbours_by_position():
     index = VectorIndex(DIM, 100)
     vecs = unit(np.random.default_rng(6), 8)
     places = [("t", 0), ("t", 1), ("t", 2), ("t", 3), ("t", 4), ("u", 2), None, ("t", 6)]
     index.upsert(list(range(1, 9)), vecs, places)
-    assert sorted(index.neighbours(3, 1)) == [2, 4]  # ("t", 2): positions 1 and 3
-    assert sorted(index.neighbours(3, 2)) == [1, 2, 4, 5]
-    assert index.neighbours(1, 1) == [2]  # first in its thread
-    assert index.neighbours(6, 2) == []  # alone in thread "u"
-    assert index.neighbours(7, 1) == []  # no thread
-    assert sorted(index.neighbours(5, 2)) == [3, 4, 8]  # a gap at position 5
+
+    def around(seqs: list[int], reach: int) -> list[int]:
+        return sorted(s for s, *_ in index.around(vecs[0], seqs, reach))
+
+    assert around([3], 1) == [2, 3, 4]  # ("t", 2): positions 1 to 3
+    assert around([3], 2) == [1, 2, 3, 4, 5]
+    assert around([1], 1) == [1, 2]  # first in its thread
+    assert around([6], 2) == [6]  # alone in thread "u"
+    assert around([7], 1) == []  # no thread
+    assert around([5], 2) == [3, 4, 5, 8]  # a gap at position 5
+    assert around([1, 6], 1) == [1, 2, 6]
+    got = {s: (t, p, c) for s, t, p, c in index.around(vecs[0], [3], 1)}
+    assert got[2][:2] == ("t", 1) and got[2][2] == pytest.approx(float(vecs[1] @ vecs[0]), abs=1e-5)
     index.remove([4])
-    assert index.neighbours(3, 1) == [2]
+    assert around([3], 1) == [2, 3]
     index.upsert([4], vecs[3:4], [("t", 3)])
-    assert sorted(index.neighbours(3, 1)) == [2, 4]
+    assert around([3], 1) == [2, 3, 4]
 
 
 # --- the HNSW graph --------------------------------------------------------------------------
@@ -234,7 +241,7 @@ def test_rebuild_keeps_changes_made_while_the_graph_is_built(monkeypatch):
         found = ids(index.search(vec, 20))
         assert not gone & set(found)
         assert seqs[200] not in found[:1] and seqs[201] not in found[:1]
-    assert sorted(index.neighbours(9000, 1)) == [9001]
+    assert sorted(s for s, *_ in index.around(new[0], [9000], 1)) == [9000, 9001]
     index.maintain()  # the rows added meanwhile join the graph
     for seq, vec in zip(new_seqs[:4], new[:4], strict=True):
         assert ids(index.search(vec, 1)) == [seq]

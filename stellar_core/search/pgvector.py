@@ -5,6 +5,7 @@ of machines search the same vectors.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -12,7 +13,6 @@ import numpy as np
 import sqlalchemy as sa
 from pgvector.sqlalchemy import VECTOR
 
-from stellar_core.search import lexical
 from stellar_core.store.dialect import in_json_list, json_list
 from stellar_core.store.records import live, m
 from stellar_core.store.schema import memories, memory_vectors
@@ -91,22 +91,37 @@ class PgVectorSearch:
         stmt = sa.select(v.seq, self._distance(query)).join(memories, m.seq == v.seq).where(live(self._ns))
         return {int(seq): 1.0 - float(d) for seq, d in self._conn.execute(stmt)}
 
-    def neighbours_of(self, seqs: Iterable[int], window: int) -> dict[int, list[int]]:
+    def around(self, query: np.ndarray, seqs: Iterable[int], reach: int) -> list[tuple[int, str, int, float]]:
         wanted = list(seqs)
-        out: dict[int, list[int]] = {seq: [] for seq in wanted}
-        if not wanted or window <= 0:
-            return out
-        places = self._conn.execute(
-            sa.select(m.seq, m.thread, m.position).where(
-                in_json_list(m.seq, "seqs"), m.thread.is_not(None), m.position.is_not(None)
-            ),
-            {"seqs": json_list(wanted)},
-        ).all()
-        by_thread: dict[str, list[tuple[int, int]]] = {}
-        for seq, thread, pos, _ in lexical.in_spans(
-            self._conn, self._ns, [(t, p) for _, t, p in places], window
-        ):
-            by_thread.setdefault(thread, []).append((pos, seq))
-        for seq, thread, pos in places:
-            out[seq] = [s for p, s in by_thread.get(thread, ()) if s != seq and abs(p - pos) <= window]
-        return out
+        if not wanted:
+            return []
+        params = {"seqs": json_list(wanted), "ns": self._ns, "reach": reach, "q": _vector_text(query)}
+        rows = self._conn.execute(_around_sql(self._dim), params)
+        return [(int(seq), t, int(p), 1.0 - float(d)) for seq, t, p, d in rows]
+
+
+def _vector_text(query: np.ndarray) -> str:
+    return "[" + ",".join(f"{x:.7g}" for x in np.asarray(query, dtype=np.float32)) + "]"
+
+
+@functools.lru_cache(maxsize=8)
+def _around_sql(dim: int) -> sa.TextClause:
+    """Live memories within ``reach`` of the seqs in their threads, with their distance."""
+    return sa.text(
+        f"""
+        WITH places AS (
+            SELECT thread, position FROM memories
+            WHERE seq IN ({_SEQS}) AND thread IS NOT NULL AND position IS NOT NULL
+        )
+        SELECT DISTINCT n.seq, n.thread, n.position,
+               v.embedding::vector({dim}) <=> CAST(:q AS vector({dim})) AS d
+        FROM places p
+        JOIN memories n ON n.namespace = :ns AND n.thread = p.thread
+             AND n.position BETWEEN p.position - :reach AND p.position + :reach
+             AND n.deleted_at IS NULL
+        JOIN memory_vectors v ON v.seq = n.seq
+        """
+    )
+
+
+_SEQS = "SELECT CAST(value AS BIGINT) FROM jsonb_array_elements_text(CAST(:seqs AS jsonb)) AS value"

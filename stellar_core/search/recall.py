@@ -101,21 +101,33 @@ def _vector_arm(
     """Cosine hits, plus their thread neighbours, scored with their context.
 
     score(x) = cos(q, x) + w * max(cos(q, y) for y in x's thread neighbours)
+
+    A hit's neighbours join the pool; their own neighbours lie within twice the window of
+    the hit, so one ``around`` call brings every similarity needed.
     """
     hits = dict(index.search(vector, n, allowed))
     window, w = s.thread_context_window, s.thread_context_weight
     if not hits or window == 0 or w == 0:
         return {q: (v, "vector") for q, v in hits.items()}
-    near = index.neighbours_of(hits, window)
-    pool = set(hits) | {y for ys in near.values() for y in ys}
+    rows = index.around(vector, hits, 2 * window)
+    sims = {seq: cos for seq, _, _, cos in rows} | hits
+    place = {seq: (t, p) for seq, t, p, _ in rows}
+    at = {tp: seq for seq, tp in place.items()}
+
+    def near(q: int) -> list[int]:
+        if q not in place:
+            return []
+        t, p = place[q]
+        return [
+            y for d in range(1, window + 1) for y in (at.get((t, p - d)), at.get((t, p + d))) if y is not None
+        ]
+
+    pool = set(hits) | {y for q in hits for y in near(q)}
     if allowed is not None:
         pool &= allowed
-    near.update(index.neighbours_of(pool - near.keys(), window))
-    need = {y for q in pool for y in near[q]} | pool
-    sims = {**index.similarities(vector, [y for y in need if y not in hits]), **hits}
     out = {}
     for q in pool:
-        ctx = max((sims[y] for y in near[q] if y in sims), default=0.0)
+        ctx = max((sims[y] for y in near(q)), default=0.0)
         out[q] = (sims[q] + w * ctx, "vector" if q in hits else "thread")
     return out
 

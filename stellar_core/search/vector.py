@@ -35,8 +35,9 @@ class VectorSearch(Protocol):
     def all_similarities(self, query: np.ndarray) -> dict[int, float]:
         """Cosine of the query with every live memory of the namespace."""
 
-    def neighbours_of(self, seqs: Iterable[int], window: int) -> dict[int, list[int]]:
-        """For each seq, the seqs within ``window`` positions of it in its thread."""
+    def around(self, query: np.ndarray, seqs: Iterable[int], reach: int) -> list[tuple[int, str, int, float]]:
+        """(seq, thread, position, cosine) of the memories within ``reach`` positions of the
+        given seqs in their threads, the seqs included (those in a thread)."""
 
 
 class VectorIndexes(Protocol):
@@ -158,24 +159,22 @@ class VectorIndex:
             sims = self._vecs[rows] @ query
             return {int(s): float(v) for s, v in zip(self._seq[rows], sims, strict=True)}
 
-    def neighbours_of(self, seqs: Iterable[int], window: int) -> dict[int, list[int]]:
-        """For each seq, the seqs within ``window`` positions of it in its thread."""
+    def around(self, query: np.ndarray, seqs: Iterable[int], reach: int) -> list[tuple[int, str, int, float]]:
         with self._lock:
-            return {seq: self.neighbours(seq, window) for seq in seqs}
-
-    def neighbours(self, seq: int, window: int) -> list[int]:
-        """Seqs within ``window`` positions of ``seq`` in its thread."""
-        place = self._place.get(seq)
-        if place is None:
-            return []
-        thread, pos = place
-        out = []
-        for d in range(1, window + 1):
-            for p in (pos - d, pos + d):
-                other = self._at_place.get((thread, p))
-                if other is not None:
-                    out.append(other)
-        return out
+            found: dict[int, tuple[str, int]] = {}
+            for seq in seqs:
+                place = self._place.get(seq)
+                if place is None:
+                    continue
+                thread, pos = place
+                for p in range(pos - reach, pos + reach + 1):
+                    other = self._at_place.get((thread, p))
+                    if other is not None:
+                        found[other] = (thread, p)
+            if not found:
+                return []
+            sims = self._vecs[[self._row_of_seq[s] for s in found]] @ query
+            return [(s, t, p, float(c)) for (s, (t, p)), c in zip(found.items(), sims, strict=True)]
 
     def _exact(self, query: np.ndarray, rows: np.ndarray | None, n: int) -> list[tuple[int, float]]:
         """Brute force over ``rows`` (None: every live row)."""
