@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from stellar_core import Settings, StellarMemory, Zone
+from stellar_core import NotFoundError, Settings, StellarMemory, Zone
 from tests.fakes import HashEmbedder
 from tests.services import Redis
 
@@ -69,8 +69,19 @@ def test_only_the_hot_zones_are_cached(cached) -> None:
     assert x.zone is Zone.INNER
     reads = _reads(mem)
     mem.get(x.id)
+    started = time.perf_counter()
     mem.get(x.id)
     assert len(reads) == 2
+    assert time.perf_counter() - started < 0.2  # nobody waits for a fill that will not come
+
+
+def test_a_missing_memory_holds_up_no_reader(cached) -> None:
+    mem = cached()
+    for _ in range(2):
+        started = time.perf_counter()
+        with pytest.raises(NotFoundError):
+            mem.get("0" * 32)
+        assert time.perf_counter() - started < 0.2
 
 
 def _update_elsewhere(db: str, redis_url: str, memory_id: str) -> None:

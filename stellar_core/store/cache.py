@@ -36,6 +36,13 @@ end
 return 0
 """
 
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
 
 class NoCache:
     """The embedded default: every read goes to the database."""
@@ -73,6 +80,7 @@ class RedisCache:
         self._redis = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
         self._errors: tuple[type[Exception], ...] = (redis.RedisError, OSError)
         self._fill = self._redis.register_script(_FILL)
+        self._release = self._redis.register_script(_RELEASE)
         self._ttl_ms = int(ttl_seconds * 1000)
         self._lease_ms = int(lease_seconds * 1000)
         self._zones = {str(z) for z in zones}
@@ -97,11 +105,18 @@ class RedisCache:
             waited = self._wait_for(key)
             if waited is not None:
                 return Memory.from_dict(json.loads(waited))
-        x = load()
+        try:
+            x = load()
+        except Exception:
+            if leased:  # let the next reader try at once
+                self._call(lambda: self._release(keys=[lease], args=[token]))
+            raise
         if leased and x.zone.value in self._zones:
             value = json.dumps(x.to_dict())
             self._call(lambda: self._fill(keys=[key, lease], args=[token, value, self._ttl_ms]))
             self._call(lambda: self._redis.sadd(_members(namespace), memory_id))
+        elif leased:  # not a hot memory: nothing will be filled, so nobody should wait for it
+            self._call(lambda: self._release(keys=[lease], args=[token]))
         return x
 
     def _get_or_lease(self, key: str, lease: str, token: str) -> tuple[bytes | None, bool]:
