@@ -44,3 +44,22 @@ def test_makefile_targets_named_in_readme_exist() -> None:
 def test_ci_runs_the_readme_test_command() -> None:
     assert "make test" in (ROOT / ".ci" / "run").read_text()
     assert "make test" in (ROOT / "README.md").read_text()
+
+
+def test_compose_file_configures_real_settings_and_the_deployed_pool() -> None:
+    import yaml
+
+    from stellar_core import Settings
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert {"postgres", "redis", "prefect-server", "worker"} <= set(compose["services"])
+    env = compose["services"]["worker"]["environment"]
+    fields = set(Settings.model_fields)
+    for name in env:
+        if name.startswith("STELLAR_"):
+            assert name.removeprefix("STELLAR_").lower() in fields, name
+    pools = {
+        d["work_pool"]["name"] for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
+    }
+    command = " ".join(compose["services"]["worker"]["command"])
+    assert all(f"--pool {pool}" in command for pool in pools)
