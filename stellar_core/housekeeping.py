@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 
 import sqlalchemy as sa
 
+from stellar_core.store.dialect import in_json_list, json_list
 from stellar_core.store.engine import Database
 from stellar_core.store.records import m
 from stellar_core.store.schema import memories
@@ -56,6 +57,7 @@ class RecallLog:
         rows = [{"b_seq": s, "b_n": pending[s], "b_at": last[s]} for s in sorted(pending)]
         try:
             with self._db.write() as conn:
+                self._db.dialect.lock_namespaces(conn, self._namespaces(conn, list(pending)), exclusive=False)
                 conn.execute(stmt, rows)
         except Exception:
             with self._lock:  # keep the counts for the next try
@@ -66,6 +68,11 @@ class RecallLog:
         if self._on_flush is not None:
             self._on_flush(list(pending))
         return len(rows)
+
+    @staticmethod
+    def _namespaces(conn: sa.Connection, seqs: list[int]) -> list[str]:
+        q = sa.select(m.namespace).where(in_json_list(m.seq, "seqs")).distinct()
+        return list(conn.execute(q, {"seqs": json_list(seqs)}).scalars())
 
 
 class Upkeep(threading.Thread):

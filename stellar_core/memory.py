@@ -295,6 +295,7 @@ class StellarMemory:
                 ctx = self._vectors().get(ns, conn).all_similarities(query)
         policy = self.zone_policy(ns)
         with self.db.write() as conn:
+            self.db.dialect.lock_namespaces(conn, [ns], exclusive=True)
             report = reorbit_pass(
                 conn,
                 self.db.dialect,

@@ -42,6 +42,11 @@ class Dialect(Protocol):
     def migration_lock(self, conn: sa.Connection) -> None:
         """Serialise migrations of processes that open the database at once."""
 
+    def lock_namespaces(self, conn: sa.Connection, namespaces: Iterable[str], exclusive: bool) -> None:
+        """Until the transaction ends: a reorbit (exclusive) and row-level writers spanning
+        namespaces (shared) of the same namespace exclude each other, so they cannot deadlock
+        on rows locked in different orders."""
+
     def refresh_statistics(self, conn: sa.Connection) -> None:
         """Planner statistics after bulk changes."""
 

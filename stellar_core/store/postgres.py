@@ -3,7 +3,7 @@ migrations under an advisory lock, full-text search over a GIN-indexed ``tsvecto
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -60,6 +60,12 @@ class PostgresDialect:
         conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
         if self.schema:
             conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+
+    def lock_namespaces(self, conn: sa.Connection, namespaces: Iterable[str], exclusive: bool) -> None:
+        """Transaction-level advisory locks, taken in sorted order (so lockers cannot cycle)."""
+        fn = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+        for ns in sorted(set(namespaces)):
+            conn.execute(sa.text(f"SELECT {fn}(hashtextextended(:key, 0))"), {"key": "stellar-ns:" + ns})
 
     def refresh_statistics(self, conn: sa.Connection) -> None:
         conn.exec_driver_sql("ANALYZE memories")

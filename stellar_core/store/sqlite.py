@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -70,6 +70,9 @@ class SqliteDialect:
 
     def prepare_vectors(self, conn: sa.Connection, embedder: Embedder) -> None:
         """Nothing: the vectors are indexed in process."""
+
+    def lock_namespaces(self, conn: sa.Connection, namespaces: Iterable[str], exclusive: bool) -> None:
+        """Nothing: a write transaction holds the whole database."""
 
     def migration_lock(self, conn: sa.Connection) -> None:
         """Nothing to do: the migration runs in a BEGIN IMMEDIATE transaction, one writer."""
