@@ -36,6 +36,19 @@ end
 return 0
 """
 
+# The cached value, or else the key's lease if nobody holds it: one round trip, and a hit
+# writes nothing.
+_GET_OR_LEASE = """
+local value = redis.call('GET', KEYS[1])
+if value then
+    return {1, value}
+end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
+    return {0, 1}
+end
+return {0, 0}
+"""
+
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
     return redis.call('DEL', KEYS[1])
@@ -81,6 +94,7 @@ class RedisCache:
         self._errors: tuple[type[Exception], ...] = (redis.RedisError, OSError)
         self._fill = self._redis.register_script(_FILL)
         self._release = self._redis.register_script(_RELEASE)
+        self._get_or_lease_script = self._redis.register_script(_GET_OR_LEASE)
         self._ttl_ms = int(ttl_seconds * 1000)
         self._lease_ms = int(lease_seconds * 1000)
         self._zones = {str(z) for z in zones}
@@ -120,11 +134,8 @@ class RedisCache:
         return x
 
     def _get_or_lease(self, key: str, lease: str, token: str) -> tuple[bytes | None, bool]:
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.get(key)
-        pipe.set(lease, token, nx=True, px=self._lease_ms)
-        cached, leased = pipe.execute()
-        return cached, bool(leased)
+        found, value = self._get_or_lease_script(keys=[key, lease], args=[token, self._lease_ms])
+        return (value, False) if found == 1 else (None, value == 1)
 
     def _wait_for(self, key: str) -> bytes | None:
         """The lease holder's value, polled for up to half a lease."""
