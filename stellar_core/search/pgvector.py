@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from pgvector.sqlalchemy import VECTOR
 
 from stellar_core.store.dialect import in_json_list, json_list
+from stellar_core.store.postgres import SEQS_SQL
 from stellar_core.store.records import live, m
 from stellar_core.store.schema import memories, memory_vectors
 
@@ -111,7 +112,7 @@ def _around_sql(dim: int) -> sa.TextClause:
         f"""
         WITH places AS (
             SELECT thread, position FROM memories
-            WHERE seq IN ({_SEQS}) AND thread IS NOT NULL AND position IS NOT NULL
+            WHERE seq IN ({SEQS_SQL}) AND thread IS NOT NULL AND position IS NOT NULL
         )
         SELECT DISTINCT n.seq, n.thread, n.position,
                v.embedding::vector({dim}) <=> CAST(:q AS vector({dim})) AS d
@@ -122,6 +123,3 @@ def _around_sql(dim: int) -> sa.TextClause:
         JOIN memory_vectors v ON v.seq = n.seq
         """
     )
-
-
-_SEQS = "SELECT CAST(value AS BIGINT) FROM jsonb_array_elements_text(CAST(:seqs AS jsonb)) AS value"

@@ -129,7 +129,8 @@ class PostgresDialect:
 
 
 BM25_K1, BM25_B = 1.2, 0.75  # the usual constants (FTS5's too)
-_SEQS = "SELECT CAST(value AS BIGINT) FROM jsonb_array_elements_text(CAST(:seqs AS jsonb)) AS value"
+# In plain-SQL statements: the integers of the JSON list bound as :seqs (cf. in_json_list).
+SEQS_SQL = "SELECT CAST(value AS BIGINT) FROM jsonb_array_elements_text(CAST(:seqs AS jsonb)) AS value"
 
 _PUT_TEXT = sa.text(
     "INSERT INTO memory_text (seq, namespace, doc, length) "
@@ -147,7 +148,7 @@ def _add_stats(conn: sa.Connection, namespace: str, seqs: Sequence[int], sign: i
 _ADD_STATS = sa.text(
     "INSERT INTO text_stats (namespace, docs, length) "
     "SELECT :ns, :sign * count(*), :sign * coalesce(sum(length), 0) FROM memory_text "
-    f"WHERE seq IN ({_SEQS}) "
+    f"WHERE seq IN ({SEQS_SQL}) "
     "ON CONFLICT (namespace) DO UPDATE "
     "SET docs = text_stats.docs + excluded.docs, length = text_stats.length + excluded.length"
 )
@@ -188,4 +189,4 @@ def _bm25_sql(restrict: str) -> sa.TextClause:
 
 
 _BM25 = _bm25_sql("")
-_BM25_AMONG = _bm25_sql(f"AND t.seq IN ({_SEQS})")
+_BM25_AMONG = _bm25_sql(f"AND t.seq IN ({SEQS_SQL})")
