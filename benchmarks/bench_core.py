@@ -80,8 +80,34 @@ both life being under never day same another know while last might us great old 
 since against go came right used take three"""
 HEAD_WORDS = tuple(_HEAD_TEXT.split())
 
-SYLLABLE_HEADS = ["b", "c", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v",
-                  "w", "z", "br", "cr", "dr", "fl", "gr", "kl", "pr", "st", "tr"]
+SYLLABLE_HEADS = [
+    "b",
+    "c",
+    "d",
+    "f",
+    "g",
+    "h",
+    "k",
+    "l",
+    "m",
+    "n",
+    "p",
+    "r",
+    "s",
+    "t",
+    "v",
+    "w",
+    "z",
+    "br",
+    "cr",
+    "dr",
+    "fl",
+    "gr",
+    "kl",
+    "pr",
+    "st",
+    "tr",
+]
 SYLLABLE_VOWELS = ["a", "e", "i", "o", "u", "ai", "ea", "ou"]
 SYLLABLE_TAILS = ["", "", "", "n", "r", "s", "l", "m", "nd", "st"]
 TAGS = [f"tag{i:02d}" for i in range(60)]
@@ -372,9 +398,7 @@ def load(
     return times
 
 
-def recall_latencies(
-    mem: StellarMemory, queries: Sequence[str], k: int = 10
-) -> tuple[list[Timing], int]:
+def recall_latencies(mem: StellarMemory, queries: Sequence[str], k: int = 10) -> tuple[list[Timing], int]:
     """Time of each recall, and the total number of hits."""
     out, hits = [], 0
     for q in queries:
@@ -391,9 +415,7 @@ def run_size(size: int, n_queries: int, seed: int = SEED, backend: str = "sqlite
     corpus = Corpus(seed)
     items, vectors = corpus.memories(size + SINGLE_STORES, "s")
     queries, qvectors = corpus.queries(n_queries + WARMUP_QUERIES)
-    embedder = SyntheticEmbedder(
-        [x["content"] for x in items] + queries, np.vstack([vectors, qvectors])
-    )
+    embedder = SyntheticEmbedder([x["content"] for x in items] + queries, np.vstack([vectors, qvectors]))
     del vectors, qvectors
     res.rss_base_mb = rss_mb()[0]
     clock = SteppingClock()
@@ -568,15 +590,17 @@ def format_table(results: Sequence[SizeResult]) -> str:
 
 
 def format_real(r: RealModelResult) -> str:
-    return "\n".join([
-        f"Real model ({r.model}), {r.size:,} memories stored with it, query embedding included:",
-        f"  recall p50 / p95, {r.queries} distinct queries:   "
-        f"{r.recall_p50_ms:.1f} / {r.recall_p95_ms:.1f} ms (p50 CPU {r.recall_p50_ms_cpu:.1f} ms)",
-        f"  the model alone on one new query (p50):      {r.embed_p50_ms:.1f} ms",
-        f"  recall p50, one query repeated (cached):     {r.cached_p50_ms:.2f} ms",
-        f"  store_many incl. embedding:                  {r.store_rate:,.0f} memories/s",
-        f"  model load {r.model_load_s:.1f} s, warm {r.warm_s:.2f} s, RSS {r.rss_mb:,.0f} MB",
-    ])
+    return "\n".join(
+        [
+            f"Real model ({r.model}), {r.size:,} memories stored with it, query embedding included:",
+            f"  recall p50 / p95, {r.queries} distinct queries:   "
+            f"{r.recall_p50_ms:.1f} / {r.recall_p95_ms:.1f} ms (p50 CPU {r.recall_p50_ms_cpu:.1f} ms)",
+            f"  the model alone on one new query (p50):      {r.embed_p50_ms:.1f} ms",
+            f"  recall p50, one query repeated (cached):     {r.cached_p50_ms:.2f} ms",
+            f"  store_many incl. embedding:                  {r.store_rate:,.0f} memories/s",
+            f"  model load {r.model_load_s:.1f} s, warm {r.warm_s:.2f} s, RSS {r.rss_mb:,.0f} MB",
+        ]
+    )
 
 
 NOTES = f"""Notes:
@@ -629,9 +653,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--real-size", type=int, default=2_000, help="memories for the real model")
     ap.add_argument("--real-queries", type=int, default=200, help="distinct real-model queries")
     ap.add_argument("--no-real", action="store_true", help="skip the real-model figures")
-    ap.add_argument(
-        "--threads", type=int, help="cap BLAS/OpenMP/torch threads (default: libraries decide)"
-    )
+    ap.add_argument("--threads", type=int, help="cap BLAS/OpenMP/torch threads (default: libraries decide)")
     ap.add_argument("--seed", type=int, default=SEED)
     ap.add_argument(
         "--backend",
@@ -668,9 +690,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         doc = {
             "environment": environment(),
             "arguments": {k: v for k, v in vars(args).items() if k != "out"},
-            "targets": {
-                k: {"op": op, "value": v, "at_size": at} for k, (op, v, at) in targets().items()
-            },
+            "targets": {k: {"op": op, "value": v, "at_size": at} for k, (op, v, at) in targets().items()},
             "sizes": [asdict(r) for r in results],
             "real_model": asdict(real) if real is not None else None,
         }

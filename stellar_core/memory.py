@@ -109,7 +109,8 @@ class StellarMemory:
         self._recalls.flush()
 
     def warm(self, namespace: str | None = None) -> None:
-        """Load the namespace's vector index and build its HNSW graph now, not lazily."""
+        """Make vector search fast now rather than later: SQLite loads the namespace's index
+        and builds its HNSW graph; PostgreSQL adds the vectors still waiting to its graph."""
         self._vectors().warm(self._ns(namespace))
 
     # --- writes ----------------------------------------------------------------------------
@@ -478,8 +479,7 @@ class StellarMemory:
             self._cache.invalidate(ns, ids)
 
     def _maintain_indexes(self) -> None:
-        if self._indexes is not None:
-            self._indexes.maintain()
+        self._vectors().maintain()
 
     def _check_model(self) -> None:
         """Vectors of different models must never mix in one database."""

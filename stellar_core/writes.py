@@ -94,10 +94,7 @@ def insert(
     """Insert memories (all of one namespace) with tags, change events and full-text rows."""
     if not rows:
         return
-    # RETURNING in any order (a multi-row VALUES statement), matched back by id.
-    returned = conn.execute(memories.insert().returning(m.id, m.seq), [to_row(x) for x, _ in rows])
-    seq_of = {mid: seq for mid, seq in returned}
-    seqs = [seq_of[x.id] for x, _ in rows]
+    seqs = dialect.insert_keyed(conn, memories, [to_row(x) for x, _ in rows])
     conn.execute(
         memory_vectors.insert(),
         [{"seq": seq, "embedding": vec} for seq, (_, vec) in zip(seqs, rows, strict=True)],

@@ -5,6 +5,7 @@ backends by test_store, test_lifecycle and test_recall.)"""
 from __future__ import annotations
 
 import multiprocessing
+import time
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,31 @@ def test_recall_searches_vectors_through_the_hnsw_index(open_memory, backend) ->
         conn.exec_driver_sql("SET LOCAL enable_sort = off")
         plan = "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + statement, params))  # type: ignore[arg-type]
     assert "ix_memory_vectors_hnsw_384" in plan, plan[:400]
+
+
+def _waiting(mem: StellarMemory) -> int:
+    with mem.db.read() as conn:
+        return int(conn.exec_driver_sql("SELECT count(*) FROM memory_vectors WHERE NOT indexed").scalar_one())
+
+
+def test_new_vectors_are_found_before_and_after_they_join_the_graph(open_memory, backend) -> None:
+    mem = open_memory(embedder=HashEmbedder())
+    ids = [x.id for x in mem.store_many([f"telemetry frame {i} from probe {i % 5}" for i in range(120)])]
+    assert _waiting(mem) == 120  # the insert left the graph alone
+    before = [h.memory.id for h in mem.recall("telemetry frame 42 probe", k=5)]
+    assert ids[42] in before
+    mem.warm()
+    assert _waiting(mem) == 0
+    assert [h.memory.id for h in mem.recall("telemetry frame 42 probe", k=5)] == before
+
+
+def test_the_upkeep_adds_waiting_vectors_to_the_graph(open_memory, backend) -> None:
+    mem = open_memory(embedder=HashEmbedder(), background=True, settings=Settings(stats_flush_seconds=0.05))
+    mem.store_many([f"orbit correction {i}" for i in range(50)])
+    deadline = time.monotonic() + 10
+    while _waiting(mem) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _waiting(mem) == 0
 
 
 def test_tables_live_in_the_configured_schema(open_memory, backend) -> None:

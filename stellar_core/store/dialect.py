@@ -56,6 +56,9 @@ class Dialect(Protocol):
     def insert(self, table: sa.Table) -> Any:
         """An INSERT that supports ``on_conflict_do_update`` / ``on_conflict_do_nothing``."""
 
+    def insert_keyed(self, conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> list[int]:
+        """Insert rows into a table keyed by an autoincrementing ``seq``; their seqs, in order."""
+
     def text_index_put(
         self, conn: sa.Connection, namespace: str, rows: Sequence[tuple[int, str, str]]
     ) -> None:

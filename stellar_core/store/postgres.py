@@ -3,10 +3,15 @@ migrations under an advisory lock, full-text search over a GIN-indexed ``tsvecto
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import numpy as np
+import psycopg
 import sqlalchemy as sa
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Engine
 
@@ -15,6 +20,47 @@ from stellar_core.search.vector import VectorIndexes
 from stellar_core.settings import Settings
 from stellar_core.store.dialect import in_json_list, json_list
 from stellar_core.store.schema import memories, memory_text
+
+
+class BinaryVector:
+    """A vector bound in pgvector's binary format. pgvector's own SQLAlchemy type binds text,
+    and formatting 384 floats as text cost more than the whole insert (measured: 0.3 ms a row)."""
+
+    __slots__ = ("array",)
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+
+
+class _BinaryVectorDumper(Dumper):
+    format = Format.BINARY
+    oid = 0  # left to the server, which infers ``vector`` from the column or the cast
+
+    def dump(self, obj: BinaryVector) -> bytes:
+        a = obj.array
+        return struct.pack(">HH", a.shape[0], 0) + a.astype(">f4", copy=False).tobytes()
+
+
+psycopg.adapters.register_dumper(BinaryVector, _BinaryVectorDumper)
+
+
+class VectorType(sa.types.UserDefinedType[Any]):
+    """pgvector's ``vector`` column: bound as ``BinaryVector``, read from its text form."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "VECTOR"
+
+    def bind_processor(self, dialect: sa.Dialect) -> Any:
+        return None
+
+    def result_processor(self, dialect: sa.Dialect, coltype: Any) -> Any:
+        def load(value: str | None) -> np.ndarray | None:
+            return None if value is None else np.fromstring(value[1:-1], dtype=np.float32, sep=",")
+
+        return load
+
 
 # Any constant shared by every Stellar process: they queue on it while one migrates.
 _MIGRATION_LOCK = 0x5E11A12
@@ -46,7 +92,7 @@ class PostgresDialect:
         """pgvector's HNSW index, searched in SQL: nothing held per process."""
         from stellar_core.search.pgvector import PgVectorIndexes
 
-        return PgVectorIndexes(dim)
+        return PgVectorIndexes(db, dim)
 
     def prepare_vectors(self, conn: sa.Connection, embedder: Embedder) -> None:
         """The HNSW index for this embedding width (created once; the caller holds the
@@ -76,6 +122,14 @@ class PostgresDialect:
 
     def insert(self, table: sa.Table) -> Any:
         return postgresql.insert(table)
+
+    def insert_keyed(self, conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> list[int]:
+        """Seqs drawn from the sequence first, then a pipelined executemany: one statement
+        psycopg parses once, where a multi-row INSERT ... RETURNING is a new 25,000-parameter
+        statement per batch (measured: parsing it cost 0.35 ms a row)."""
+        seqs = list(conn.execute(_NEXT_SEQS.bindparams(table=table.name, n=len(rows))).scalars())
+        conn.execute(table.insert(), [{**r, "seq": seq} for r, seq in zip(rows, seqs, strict=True)])
+        return seqs
 
     # --- full text: tsvector + GIN for matching, BM25 computed in SQL for ranking -------------
     def text_index_put(
@@ -132,6 +186,7 @@ BM25_K1, BM25_B = 1.2, 0.75  # the usual constants (FTS5's too)
 # In plain-SQL statements: the integers of the JSON list bound as :seqs (cf. in_json_list).
 SEQS_SQL = "SELECT CAST(value AS BIGINT) FROM jsonb_array_elements_text(CAST(:seqs AS jsonb)) AS value"
 
+_NEXT_SEQS = sa.text("SELECT nextval(pg_get_serial_sequence(:table, 'seq')) FROM generate_series(1, :n)")
 _PUT_TEXT = sa.text(
     "INSERT INTO memory_text (seq, namespace, doc, length) "
     "SELECT :seq, :ns, d.doc, coalesce((SELECT sum(array_length(u.positions, 1)) FROM unnest(d.doc) u), 0) "

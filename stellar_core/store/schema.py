@@ -23,22 +23,26 @@ class Embedding(sa.types.TypeDecorator[np.ndarray]):
 
     def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[Any]:
         if dialect.name == "postgresql":
-            from pgvector.sqlalchemy import VECTOR
+            from stellar_core.store.postgres import VectorType
 
-            return dialect.type_descriptor(VECTOR())
+            return dialect.type_descriptor(VectorType())
         return dialect.type_descriptor(sa.LargeBinary())
 
     def process_bind_param(self, value: Any, dialect: sa.Dialect) -> Any:
         if value is None:
             return None
         vec = np.asarray(value, dtype="<f4")
-        return vec if dialect.name == "postgresql" else vec.tobytes()
+        if dialect.name == "postgresql":
+            from stellar_core.store.postgres import BinaryVector
+
+            return BinaryVector(vec)
+        return vec.tobytes()
 
     def process_result_value(self, value: Any, dialect: sa.Dialect) -> np.ndarray | None:
         if value is None:
             return None
         if dialect.name == "postgresql":
-            return np.asarray(value, dtype=np.float32)
+            return value  # type: ignore[no-any-return]  # already an array (VectorType)
         return np.frombuffer(value, dtype="<f4")
 
 

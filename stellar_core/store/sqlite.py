@@ -93,6 +93,13 @@ class SqliteDialect:
         """An INSERT that supports ``on_conflict_do_update`` / ``on_conflict_do_nothing``."""
         return sqlite.insert(table)
 
+    def insert_keyed(self, conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> list[int]:
+        """One multi-row INSERT ... RETURNING (rows come back in any order: matched by id)."""
+        returned: dict[str, int] = dict(
+            conn.execute(table.insert().returning(table.c.id, table.c.seq), list(rows)).all()
+        )
+        return [returned[r["id"]] for r in rows]
+
     # --- full text: one FTS5 table per namespace, rowid = memories.seq -----------------
     def _text_table(self, conn: sa.Connection, namespace: str, create: bool) -> str | None:
         """The namespace's full-text table; created on first write, None if it has none yet."""
