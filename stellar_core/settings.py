@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     db_pool_pre_ping: bool = Field(
         default=True, description="Check a connection before use, so a restarted server is survived."
     )
+    db_index_build_memory: str = Field(
+        default="1GB",
+        pattern=r"^[1-9][0-9]*(kB|MB|GB)$",
+        description="PostgreSQL: maintenance_work_mem for building the HNSW graph after a bulk "
+        "load (a graph that does not fit is built on disk, several times slower).",
+    )
     redis_url: str | None = Field(
         default=None,
         description="Redis for the shared read-through cache (e.g. redis://host:6379/0); unset: none.",

@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from stellar_core import Settings, StellarMemory
+from stellar_core.search import pgvector
 from tests.fakes import HashEmbedder
 from tests.services import Postgres
 
@@ -42,7 +43,11 @@ def _waiting(mem: StellarMemory) -> int:
         return int(conn.exec_driver_sql("SELECT count(*) FROM memory_vectors WHERE NOT indexed").scalar_one())
 
 
-def test_new_vectors_are_found_before_and_after_they_join_the_graph(open_memory, backend) -> None:
+@pytest.mark.parametrize("rebuild_min", [10_000, 100], ids=["one-by-one", "rebuilt"])
+def test_new_vectors_are_found_before_and_after_they_join_the_graph(
+    open_memory, backend, monkeypatch, rebuild_min: int
+) -> None:
+    monkeypatch.setattr(pgvector, "REBUILD_MIN", rebuild_min)  # 100: warm() rebuilds the graph
     mem = open_memory(embedder=HashEmbedder())
     ids = [x.id for x in mem.store_many([f"telemetry frame {i} from probe {i % 5}" for i in range(120)])]
     assert _waiting(mem) == 120  # the insert left the graph alone
@@ -51,6 +56,12 @@ def test_new_vectors_are_found_before_and_after_they_join_the_graph(open_memory,
     mem.warm()
     assert _waiting(mem) == 0
     assert [h.memory.id for h in mem.recall("telemetry frame 42 probe", k=5)] == before
+    with mem.db.read() as conn:  # the graph is there and whole (a failed concurrent build is not)
+        valid = conn.exec_driver_sql(
+            "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE c.relname = 'ix_memory_vectors_hnsw_384'"
+        ).scalar_one()
+    assert valid
 
 
 def test_the_upkeep_adds_waiting_vectors_to_the_graph(open_memory, backend) -> None:

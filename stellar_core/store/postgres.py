@@ -92,7 +92,7 @@ class PostgresDialect:
         """pgvector's HNSW index, searched in SQL: nothing held per process."""
         from stellar_core.search.pgvector import PgVectorIndexes
 
-        return PgVectorIndexes(db, dim)
+        return PgVectorIndexes(db, dim, settings.db_index_build_memory)
 
     def prepare_vectors(self, conn: sa.Connection, embedder: Embedder) -> None:
         """The HNSW index for this embedding width (created once; the caller holds the
