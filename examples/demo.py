@@ -55,8 +55,8 @@ def main(argv: list[str] | None = None) -> None:
 def print_ingest(result: IngestResult) -> None:
     """Files and chunks, and how many were new."""
     print(
-        f"Ingested {result.files} files -> {result.chunks} chunks: "
-        f"{result.new} new, {result.unchanged} unchanged"
+        f"Ingested {result.sources} files -> {result.chunks} chunks: "
+        f"{result.new} new memories, {result.unchanged} files unchanged"
     )
     for path, reason in result.skipped:
         print(f"  skipped {path}: {reason}")

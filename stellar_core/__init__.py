@@ -8,7 +8,8 @@ for hit in mem.recall("where is the deploy key?"):
 """
 
 from stellar_core.clock import Clock, SteppingClock, SystemClock
-from stellar_core.connectors.files import ingest_path
+from stellar_core.connectors.files import ingest_path, watch_path
+from stellar_core.connectors.sources import Document, ingest_document
 from stellar_core.embeddings import Embedder, OpenAIEmbedder, SentenceTransformerEmbedder
 from stellar_core.errors import (
     ConfigurationError,
@@ -37,6 +38,7 @@ from stellar_core.settings import Settings
 __all__ = [
     "Clock",
     "ConfigurationError",
+    "Document",
     "Embedder",
     "ImportReport",
     "IngestResult",
@@ -60,5 +62,7 @@ __all__ = [
     "TransientError",
     "ValidationError",
     "Zone",
+    "ingest_document",
     "ingest_path",
+    "watch_path",
 ]

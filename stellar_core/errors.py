@@ -5,10 +5,14 @@
     │   ├── ValidationError     bad arguments (empty or oversized content, importance not in 0..1)
     │   ├── NotFoundError       no live memory with that id in that namespace
     │   ├── ConfigurationError  settings that cannot work together
-    │   └── StorageError        the database file is unusable (not a database, corrupt)
-    │       └── SchemaVersionError  the database was written by a newer stellar version
+    │   ├── StorageError        the database file is unusable (not a database, corrupt)
+    │   │   └── SchemaVersionError  the database was written by a newer stellar version
+    │   └── SourceError         a source cannot be ingested as it is (malformed URL, 404, not
+    │                           text, too large, invalid JSON, a private address)
     └── TransientError          may succeed on retry (database locked, network hiccup)
-        └── EmbeddingError      the embedding provider failed (HTTP error, timeout)
+        ├── EmbeddingError      the embedding provider failed (HTTP error, timeout)
+        ├── SourceUnavailable   a source did not answer (timeout, refused, 5xx)
+        └── SummarizerError     the LLM summariser did not answer usefully
 
 Flows retry only ``TransientError``.
 """
@@ -53,3 +57,15 @@ class SchemaVersionError(StorageError):
 
 class EmbeddingError(TransientError):
     """The embedding provider did not answer usefully."""
+
+
+class SourceError(PermanentError):
+    """A source cannot be ingested as it is; asking again will not change that."""
+
+
+class SourceUnavailable(TransientError):
+    """A source did not answer (timeout, connection refused, server error): try again later."""
+
+
+class SummarizerError(TransientError):
+    """The LLM summariser did not answer usefully (HTTP error, timeout, malformed reply)."""

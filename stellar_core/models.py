@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -162,10 +162,35 @@ class ImportReport:
 
 @dataclass(frozen=True)
 class IngestResult:
-    """What one ingestion run did: files and chunks read, memories new or already there."""
+    """What an ingestion run did over its sources (files, web pages, API items).
 
-    files: int
-    chunks: int
-    new: int
-    unchanged: int
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    ``unchanged`` sources had the same content hash as when last ingested: nothing was
+    written for them. ``replaced`` counts the memories of changed or vanished sources that
+    were forgotten; ``removed`` the sources that vanished (a deleted file). ``skipped``
+    sources could not be ingested, with the reason; nothing stored before was touched.
+    """
+
+    sources: int = 0
+    chunks: int = 0
+    new: int = 0
+    unchanged: int = 0
+    replaced: int = 0
+    removed: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (source, reason)
+
+    def __add__(self, other: IngestResult) -> IngestResult:
+        return IngestResult(
+            self.sources + other.sources,
+            self.chunks + other.chunks,
+            self.new + other.new,
+            self.unchanged + other.unchanged,
+            self.replaced + other.replaced,
+            self.removed + other.removed,
+            [*self.skipped, *other.skipped],
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON: the same in a flow result, a log line or a test."""
+        out = asdict(self)
+        out["skipped"] = [{"source": src, "reason": why} for src, why in self.skipped]
+        return out

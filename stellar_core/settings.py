@@ -84,6 +84,37 @@ class Settings(BaseSettings):
     # --- input limits --------------------------------------------------------------------
     max_content_chars: int = Field(default=100_000, ge=1, description="Longest content accepted by store().")
 
+    # --- ingestion ------------------------------------------------------------------------
+    chunk_max_chars: int = Field(default=1200, ge=80, description="Longest chunk of an ingested document.")
+    web_timeout_seconds: float = Field(default=10.0, gt=0, description="Seconds before a fetch fails.")
+    web_max_bytes: int = Field(default=5_000_000, ge=1, description="Largest response body read.")
+    web_max_redirects: int = Field(default=5, ge=0, description="Redirects followed per fetch.")
+    web_allow_hosts: list[str] = Field(
+        default=[],
+        description="Hosts, addresses or networks (CIDR) fetched even though private or local; "
+        "every other private, loopback or link-local address is refused (SSRF guard).",
+    )
+    web_user_agent: str = Field(default="StellarMemory/0.1", description="User-Agent of fetches.")
+
+    # --- summarisation and dedup -----------------------------------------------------------
+    summarizer: Literal["extractive", "llm"] = Field(
+        default="extractive", description="'extractive' (no LLM) or 'llm' (OpenAI-compatible API)."
+    )
+    summary_min_chars: int = Field(
+        default=2_000, ge=1, description="Documents and memories at least this long get a summary."
+    )
+    summary_max_chars: int = Field(default=600, ge=50, description="Longest summary written.")
+    llm_url: str = Field(
+        default="http://127.0.0.1:11434/v1",
+        description="Base URL of an OpenAI-compatible chat-completions API (OpenAI, Ollama, vLLM).",
+    )
+    llm_model: str = Field(default="llama3.2", description="Model the LLM summariser asks for.")
+    llm_api_key: str | None = Field(default=None, description="Bearer token for the LLM API.")
+    llm_timeout_seconds: float = Field(default=60.0, gt=0, description="Seconds before an LLM call fails.")
+    dedup_threshold: float = Field(
+        default=0.95, gt=0, le=1, description="Cosine similarity at which memories are near-duplicates."
+    )
+
     # --- memory function -----------------------------------------------------------------
     weight_recall: float = Field(default=0.30, ge=0, description="Weight of the log-scaled recall count.")
     weight_freshness: float = Field(default=0.40, ge=0, description="Weight of freshness since last access.")

@@ -121,6 +121,9 @@ def metadata(value: Any) -> dict[str, Any]:
         raise ValidationError(f"metadata must be JSON-serialisable: {exc}") from exc
 
 
+MAX_SOURCE_URL = 2_000  # indexed: a PostgreSQL index entry holds at most ~2,700 bytes
+
+
 def source(value: Any) -> Source | None:
     if value is None:
         return None
@@ -133,8 +136,8 @@ def source(value: Any) -> Source | None:
         raise ValidationError("source must be a Source or a mapping with type, url, chunk, ingested_at")
     if not isinstance(value.type, str) or not 0 < len(value.type.strip()) <= 32:
         raise ValidationError(f"source type must be 1-32 characters, not {value.type!r}")
-    if value.url is not None and not isinstance(value.url, str):
-        raise ValidationError("source url must be text")
+    if value.url is not None and (not isinstance(value.url, str) or len(value.url) > MAX_SOURCE_URL):
+        raise ValidationError(f"source url must be text of at most {MAX_SOURCE_URL} characters")
     if value.chunk is not None and (
         isinstance(value.chunk, bool) or not isinstance(value.chunk, int) or value.chunk < 0
     ):

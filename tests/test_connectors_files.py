@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
+import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from stellar_core import StellarMemory, SteppingClock, ValidationError
-from stellar_core.connectors.files import chunk_markdown, ingest_path
+from stellar_core import IngestResult, StellarMemory, SteppingClock, ValidationError
+from stellar_core.connectors.files import chunk_markdown, ingest_path, watch_path
 from stellar_core.models import Memory
 
 CORPUS = Path(__file__).resolve().parents[1] / "examples" / "corpus"
@@ -52,8 +55,10 @@ def words(text: str) -> Counter[str]:
     return Counter(re.findall(r"\S+", text))
 
 
-def all_memories(mem: StellarMemory) -> list[Memory]:
-    return [Memory.from_dict(d) for d in mem.export()["memories"]]
+def all_memories(mem: StellarMemory, namespace: str | None = None) -> list[Memory]:
+    """The live memories of the namespace."""
+    found = [Memory.from_dict(d) for d in mem.export(namespace=namespace)["memories"]]
+    return [x for x in found if x.deleted_at is None]
 
 
 @pytest.mark.parametrize("max_chars", [80, 150, 400, 1200])
@@ -125,51 +130,52 @@ def test_ingest_stores_one_thread_per_file_with_sources(
     result = ingest_path(mem, root, namespace="ops", importance=0.7)
 
     expected = chunk_markdown(DOC)
-    assert (result.files, result.chunks, result.new, result.unchanged, result.skipped) == (
-        2,
-        len(expected) + 1,
-        len(expected) + 1,
-        0,
-        [],
-    )
-    stored = {
-        (x.thread, x.position): x
-        for x in [Memory.from_dict(d) for d in mem.export(namespace="ops")["memories"]]
-    }
-    assert [stored["notes.md", i].content for i in range(len(expected))] == expected
-    rota = stored["sub/rota.txt", 0]
+    n = len(expected) + 1
+    assert (result.sources, result.chunks, result.new, result.unchanged, result.skipped) == (2, n, n, 0, [])
+    notes, rota_key = (root / "notes.md").as_posix(), (root / "sub/rota.txt").as_posix()
+    stored = {(x.thread, x.position): x for x in all_memories(mem, "ops")}
+    assert [stored[notes, i].content for i in range(len(expected))] == expected
+    rota = stored[rota_key, 0]
     assert rota.content == "Dmitri is on call."
     assert rota.importance == 0.7
     assert rota.source is not None
-    assert (rota.source.type, rota.source.url, rota.source.chunk) == ("file", "sub/rota.txt", 0)
+    assert (rota.source.type, rota.source.url, rota.source.chunk) == ("file", rota_key, 0)
     assert rota.source.ingested_at == clock.now()
-    assert rota.metadata["file_hash"] == hashlib.sha256(b"Dmitri is on call.").hexdigest()
-    assert stored["notes.md", 2].source.chunk == 2  # type: ignore[union-attr]
+    assert rota.metadata["source_hash"] == hashlib.sha256(b"Dmitri is on call.").hexdigest()
+    assert stored[notes, 2].source.chunk == 2  # type: ignore[union-attr]
     hits = mem.recall("who is on call?", k=1, namespace="ops", source_type="file")
     assert hits[0].memory.id == rota.id
 
 
-def test_reingesting_adds_nothing_and_a_change_adds_only_the_change(
+def test_an_unchanged_file_is_skipped_and_a_changed_one_replaces_its_chunks(
     mem: StellarMemory, tmp_path: Path, clock: SteppingClock
 ) -> None:
     root = write(tmp_path, {"a.md": DOC, "b.md": "# B\n\nOne.\n\n## C\n\nTwo."})
     first = ingest_path(mem, root)
     clock.advance(days=1)
     again = ingest_path(mem, root)
-    assert (again.files, again.chunks, again.new, again.unchanged) == (
-        2,
-        first.chunks,
-        0,
-        first.new,
-    )
+    assert (again.sources, again.new, again.unchanged, again.replaced) == (2, 0, 2, 0)
     assert len(all_memories(mem)) == first.new
 
     write(root, {"b.md": "# B\n\nOne.\n\n## C\n\nTwo, and a third thing."})
     changed = ingest_path(mem, root)
-    assert (changed.new, changed.unchanged) == (1, first.new - 1)
+    assert (changed.new, changed.unchanged, changed.replaced) == (1, 1, 1)
+    b = [x for x in all_memories(mem) if x.thread == (root / "b.md").as_posix()]
+    assert sorted(x.content for x in b) == ["# B\n\nOne.", "## C\n\nTwo, and a third thing."]
+    assert len({x.metadata["source_hash"] for x in b}) == 1  # the kept chunk is current too
+    assert ingest_path(mem, root).unchanged == 2  # and so the next run skips the file
 
 
-def test_binary_non_utf8_empty_and_missing_files_are_skipped(mem: StellarMemory, tmp_path: Path) -> None:
+def test_a_deleted_file_is_forgotten(mem: StellarMemory, tmp_path: Path) -> None:
+    root = write(tmp_path, {"keep.md": "Kept.", "old/gone.md": "# Gone\n\nSoon deleted."})
+    ingest_path(mem, root)
+    (root / "old" / "gone.md").unlink()
+    result = ingest_path(mem, root)
+    assert (result.removed, result.replaced, result.unchanged) == (1, 1, 1)
+    assert [x.content for x in all_memories(mem)] == ["Kept."]
+
+
+def test_bad_files_are_skipped_and_nothing_stored_is_lost(mem: StellarMemory, tmp_path: Path) -> None:
     root = write(
         tmp_path,
         {
@@ -177,20 +183,45 @@ def test_binary_non_utf8_empty_and_missing_files_are_skipped(mem: StellarMemory,
             "blob.txt": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR",
             "latin.md": "Tromsø café".encode("latin-1"),
             "blank.md": "\n  \n",
+            "broken.json": '{"pass": 12, "station": ',
+            "fine.json": '{"pass": 12, "station": "Skarvik"}',
         },
     )
     result = ingest_path(mem, root)
-    assert (result.files, result.chunks, result.new) == (1, 1, 1)
-    reasons = dict(result.skipped)
-    assert sorted(reasons) == ["blank.md", "blob.txt", "latin.md"]
+    assert (result.sources, result.new) == (2, 2)
+    reasons = {Path(key).name: why for key, why in result.skipped}
+    assert sorted(reasons) == ["blank.md", "blob.txt", "broken.json", "latin.md"]
     assert "binary" in reasons["blob.txt"]
     assert "UTF-8" in reasons["latin.md"]
     assert "empty" in reasons["blank.md"]
+    assert "invalid JSON" in reasons["broken.json"]
+    assert any('"station": "Skarvik"' in x.content for x in all_memories(mem))
+
+    (root / "good.md").write_bytes(b"\x00" * 10)  # a good file turned binary: its memories stay
+    assert "binary" in {Path(k).name: why for k, why in ingest_path(mem, root).skipped}["good.md"]
+    assert len(all_memories(mem)) == 2
 
     missing = ingest_path(mem, tmp_path / "gone.md")
-    assert missing.files == 0
-    assert [path for path, _ in missing.skipped] == ["gone.md"]
-    assert "unreadable" in missing.skipped[0][1]
+    assert (missing.sources, missing.skipped[0][1]) == (0, "no such file or directory")
+
+
+def test_oversized_files_and_unreadable_directories_are_skipped(
+    mem: StellarMemory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stellar_core.connectors import files
+
+    root = write(tmp_path / "docs", {"big.md": "x" * 200, "small.md": "Small."})
+    monkeypatch.setattr(files, "MAX_FILE_BYTES", 100)
+    result = ingest_path(mem, root)
+    assert result.new == 1 and "larger than" in result.skipped[0][1]
+
+    def refuse(path: object) -> list[str]:  # what a directory without read permission does
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(files.os, "listdir", refuse)  # (chmod cannot refuse root, who runs CI)
+    locked = ingest_path(mem, root)
+    assert "unreadable directory" in locked.skipped[0][1]
+    assert len(all_memories(mem)) == 1  # and nothing was forgotten
 
 
 def test_extension_filter_and_hidden_directories(mem: StellarMemory, tmp_path: Path) -> None:
@@ -205,16 +236,44 @@ def test_extension_filter_and_hidden_directories(mem: StellarMemory, tmp_path: P
         },
     )
     only_md = ingest_path(mem, root, extensions=(".md",))
-    assert (only_md.files, only_md.skipped) == (2, [])
-    assert sorted(x.thread or "" for x in all_memories(mem)) == ["a.md", "sub/e.md"]
+    assert (only_md.sources, only_md.skipped) == (2, [])
+    assert sorted(x.content for x in all_memories(mem)) == ["Alpha.", "Echo."]
 
-    default = ingest_path(mem, root)  # .md and .txt, any case
-    assert (default.files, default.new, default.unchanged) == (3, 1, 2)
+    default = ingest_path(mem, root)  # markdown, text and JSON, any case
+    assert (default.sources, default.new, default.unchanged) == (3, 1, 2)
 
     rst = ingest_path(mem, root / "c.rst")  # named directly but not wanted: said so
-    assert rst.files == 0
-    assert rst.skipped[0][0] == "c.rst"
+    assert rst.sources == 0
+    assert "not in" in rst.skipped[0][1]
     assert ingest_path(mem, root, extensions=("rst",)).new == 1
+
+
+def test_watch_ingests_changes_as_they_happen(mem: StellarMemory, tmp_path: Path) -> None:
+    root = write(tmp_path / "live", {"first.md": "The first note."})
+    stop = threading.Event()
+    results: list[object] = []
+    watcher = threading.Thread(target=lambda: results.append(watch_path(mem, root, stop, settle_seconds=0.1)))
+    watcher.start()
+    try:
+        wait_for(lambda: [x.content for x in all_memories(mem)] == ["The first note."])
+        write(root, {"second.md": "A second note, written while watched."})
+        wait_for(lambda: len(all_memories(mem)) == 2)
+        write(root, {"first.md": "The first note, edited."})
+        wait_for(lambda: "The first note, edited." in {x.content for x in all_memories(mem)})
+        (root / "second.md").unlink()
+        wait_for(lambda: [x.content for x in all_memories(mem)] == ["The first note, edited."])
+    finally:
+        stop.set()
+        watcher.join(timeout=10)
+    total = results[0]
+    assert isinstance(total, IngestResult) and total.removed == 1 and total.new == 3
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
 
 
 def test_bad_arguments_fail_the_call(mem: StellarMemory, tmp_path: Path) -> None:

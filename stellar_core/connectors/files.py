@@ -1,217 +1,99 @@
-"""Files -> memories: markdown-aware chunking and idempotent ingestion of a file or directory.
+"""Files -> memories: a file or a directory, once or watched (every change ingested as it
+happens).
 
-Each file becomes one thread (its path relative to the ingested root), one memory per chunk in
-order. Re-ingesting an unchanged file adds nothing: ``store_many`` returns the memories that
-already hold the same content in the same thread.
+Each file is one source keyed by its absolute path (``sources``): an unchanged file is
+skipped by its hash, a changed one replaces its chunks, a deleted one is forgotten. JSON
+files are stored as their pretty-printed JSON; invalid JSON is skipped with the reason.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
-from collections.abc import Iterable
+import json
+import os
+import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
 from stellar_core import validation as check
-from stellar_core.errors import ValidationError
+from stellar_core.connectors.chunking import chunk_markdown
+from stellar_core.connectors.sources import Document, forget_source, ingest_document, source_keys
+from stellar_core.errors import PermanentError, ValidationError
 from stellar_core.memory import StellarMemory
 from stellar_core.models import IngestResult
 
-_HEADING = re.compile(r"^ {0,3}#{1,6}(?:[ \t]|$)")
-_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
-# Split points tried in order for an over-long paragraph: sentences, then lines, then words.
-_SPLITTERS = (
-    (re.compile(r"(?<=[.!?])\s+"), " "),
-    (re.compile(r"\n+"), "\n"),
-    (re.compile(r"\s+"), " "),
-)
-_MIN_CHARS = 80
+__all__ = ["DEFAULT_EXTENSIONS", "chunk_markdown", "ingest_file", "ingest_path", "watch_path"]
 
-
-def chunk_markdown(text: str, max_chars: int = 1200) -> list[str]:
-    """Split markdown into chunks of at most ``max_chars``, by heading and then by paragraph.
-
-    Every chunk starts with its section's heading line, so a chunk read alone still says what
-    it is about. Paragraphs are packed whole; one longer than a chunk is split at sentence
-    boundaries (then lines, then words). No text is dropped: only whitespace between pieces
-    may change. Fenced code blocks count as one paragraph and their ``#`` lines are not headings.
-    """
-    if max_chars < _MIN_CHARS:
-        raise ValidationError(f"max_chars must be at least {_MIN_CHARS}, not {max_chars}")
-    chunks: list[str] = []
-    pending: list[str] = []  # headings with no body of their own: shown once, in the next chunk
-    for heading, paragraphs in _sections(text):
-        if heading is not None and not paragraphs:
-            pending.append(heading)
-            continue
-        chunks.extend(_pack(heading or "", pending, paragraphs, max_chars))
-        pending = []
-    if pending:  # trailing headings without any body are content too
-        chunks.extend(_pack("", [], ["\n".join(pending)], max_chars))
-    return chunks
-
-
-def _sections(text: str) -> list[tuple[str | None, list[str]]]:
-    """(heading line or None for the preamble, paragraphs) in document order."""
-    sections: list[tuple[str | None, list[str]]] = [(None, [])]
-    para: list[str] = []
-    fence: str | None = None
-
-    def end_paragraph() -> None:
-        if any(line.strip() for line in para):
-            sections[-1][1].append("\n".join(para).strip("\n"))
-        para.clear()
-
-    for raw in text.splitlines():
-        line = raw.rstrip()
-        if fence is not None:
-            para.append(line)
-            if line.strip().startswith(fence):
-                fence = None
-            continue
-        if opening := _FENCE.match(line):
-            fence = opening.group(1)
-            para.append(line)
-        elif _HEADING.match(line):
-            end_paragraph()
-            sections.append((line.strip(), []))
-        elif not line.strip():
-            end_paragraph()
-        else:
-            para.append(line)
-    end_paragraph()
-    return sections
-
-
-def _pack(heading: str, lead: list[str], paragraphs: list[str], max_chars: int) -> list[str]:
-    """Chunks of ``heading`` followed by as many whole paragraphs as fit.
-
-    ``lead`` (body-less headings just before this section) opens the first chunk only.
-    """
-    limit = max_chars // 3  # a prefix longer than this would crowd out the text
-    if len(heading) > limit:  # too long to repeat: it becomes ordinary content
-        paragraphs, heading = [heading, *paragraphs], ""
-    first = "\n".join([*lead, heading]).strip("\n")
-    if len(first) > limit:
-        paragraphs, first = ["\n".join(lead), *paragraphs], heading
-    budget = max_chars - (len(first) + 2 if first else 0)
-    pieces = [piece for p in paragraphs for piece in _split(p, budget, 0)]
-    bodies: list[list[str]] = []
-    size = 0
-    for piece in pieces:
-        if bodies and size + 2 + len(piece) <= budget:
-            bodies[-1].append(piece)
-            size += 2 + len(piece)
-        else:
-            bodies.append([piece])
-            size = len(piece)
-    if not bodies:  # a section whose only text is its heading
-        return [first] if first else []
-    prefixes = [first] + [heading] * (len(bodies) - 1)
-    return ["\n\n".join([pre, *body] if pre else body) for pre, body in zip(prefixes, bodies, strict=True)]
-
-
-def _split(text: str, limit: int, level: int) -> list[str]:
-    """``text`` in pieces of at most ``limit`` characters, cut at the gentlest boundary."""
-    if len(text) <= limit:
-        return [text]
-    if level == len(_SPLITTERS):  # one unbroken token longer than a chunk: cut it, keep it all
-        return [text[i : i + limit] for i in range(0, len(text), limit)]
-    pattern, joiner = _SPLITTERS[level]
-    out: list[str] = []
-    current = ""
-    for part in pattern.split(text):
-        if not part:
-            continue
-        if len(part) > limit:
-            if current:
-                out.append(current)
-                current = ""
-            out.extend(_split(part, limit, level + 1))
-        elif current and len(current) + len(joiner) + len(part) > limit:
-            out.append(current)
-            current = part
-        else:
-            current = f"{current}{joiner}{part}" if current else part
-    if current:
-        out.append(current)
-    return out
+DEFAULT_EXTENSIONS = (".md", ".markdown", ".txt", ".json")
+MAX_FILE_BYTES = 20_000_000  # larger files are skipped: they are data, not memories
 
 
 def ingest_path(
     mem: StellarMemory,
-    path: Path,
+    path: Path | str,
     *,
     namespace: str | None = None,
-    extensions: Iterable[str] = (".md", ".txt"),
+    extensions: Iterable[str] = DEFAULT_EXTENSIONS,
     importance: float = 0.5,
-    max_chars: int = 1200,
+    max_chars: int | None = None,
 ) -> IngestResult:
-    """Store the chunks of a file, or of every matching file under a directory.
+    """Ingest a file, or every matching file under a directory, and forget deleted ones.
 
     Files whose suffix is not in ``extensions`` are ignored when walking a directory (and
     reported as skipped when named directly); hidden files and directories are not walked.
-    Unreadable, binary and non-UTF-8 files are skipped with a reason instead of failing the
-    run. ``new`` and ``unchanged`` count distinct memories, so a chunk repeated within a file
-    counts once.
+    Unreadable, binary, oversized, non-UTF-8 and invalid JSON files are skipped with a reason.
     """
-    path = Path(path)
+    root = Path(path).absolute()
     check.importance(importance)  # bad arguments fail the call, not every file one by one
-    if namespace is not None:
-        check.namespace(namespace)
-    wanted = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
-    if path.is_dir():
-        root = path
-        files = sorted(
-            p
-            for p in path.rglob("*")
-            if p.is_file()
-            and p.suffix.lower() in wanted
-            and not any(part.startswith(".") for part in p.relative_to(path).parts)
-        )
-    else:
-        root, files = path.parent, [path]
-    n_files = n_chunks = n_new = n_unchanged = 0
-    skipped: list[tuple[str, str]] = []
-    for file in files:
-        rel = file.relative_to(root).as_posix()
-        if file.suffix.lower() not in wanted:
-            skipped.append((rel, f"extension {file.suffix or '(none)'} not in {sorted(wanted)}"))
-            continue
-        text, reason = _read_text(file)
-        if text is None:
-            skipped.append((rel, reason))
-            continue
-        chunks = chunk_markdown(text, max_chars)
-        file_hash = hashlib.sha256(text.encode()).hexdigest()
-        before = {m.id for m in mem.thread(rel, namespace=namespace)}
-        now = mem.clock.now()
-        items = [
-            {
-                "content": chunk,
-                "importance": importance,
-                "thread": rel,
-                "position": i,
-                "metadata": {"file_hash": file_hash},
-                "source": {"type": "file", "url": rel, "chunk": i, "ingested_at": now},
-            }
-            for i, chunk in enumerate(chunks)
-        ]
+    wanted = _suffixes(extensions)
+    if root.is_dir():
         try:
-            stored = mem.store_many(items, namespace=namespace)
-        except ValidationError as exc:  # e.g. a path too long to be a thread name
-            skipped.append((rel, str(exc)))
-            continue
-        distinct = {m.id for m in stored}
-        n_files, n_chunks = n_files + 1, n_chunks + len(chunks)
-        n_new += len(distinct - before)
-        n_unchanged += len(distinct & before)
-    return IngestResult(n_files, n_chunks, n_new, n_unchanged, skipped)
+            os.listdir(root)  # rglob would pass over an unreadable directory in silence
+            files = sorted(_walk(root, wanted))
+        except OSError as exc:
+            return IngestResult(skipped=[(str(root), f"unreadable directory: {exc.strerror or exc}")])
+        result = IngestResult()
+        for file in files:
+            result += ingest_file(mem, file, namespace=namespace, importance=importance, max_chars=max_chars)
+        return result + _forget_deleted(mem, root, namespace)
+    if not root.exists():
+        return IngestResult(skipped=[(str(root), "no such file or directory")]) + _forget_deleted(
+            mem, root, namespace
+        )
+    if root.suffix.lower() not in wanted:
+        return IngestResult(
+            skipped=[(str(root), f"extension {root.suffix or '(none)'} not in {sorted(wanted)}")]
+        )
+    return ingest_file(mem, root, namespace=namespace, importance=importance, max_chars=max_chars)
 
 
-def _read_text(file: Path) -> tuple[str | None, str]:
-    """The file's text, or None and why it cannot be ingested."""
+def ingest_file(
+    mem: StellarMemory,
+    file: Path,
+    *,
+    namespace: str | None = None,
+    importance: float = 0.5,
+    max_chars: int | None = None,
+) -> IngestResult:
+    """One file as one source; a file that cannot be read is skipped with the reason."""
+    key = file.absolute().as_posix()
+    text, reason = read_text(file)
+    if text is None:
+        return IngestResult(skipped=[(key, reason)])
+    doc = Document("file", key, text, metadata={"file_name": file.name})
     try:
+        return ingest_document(mem, doc, namespace=namespace, importance=importance, max_chars=max_chars)
+    except PermanentError as exc:  # e.g. a chunk over the content limit: this file only
+        return IngestResult(skipped=[(key, str(exc))])
+
+
+def read_text(file: Path) -> tuple[str | None, str]:
+    """The file's text (JSON pretty-printed), or None and why it cannot be ingested."""
+    try:
+        if file.stat().st_size > MAX_FILE_BYTES:
+            return None, f"larger than {MAX_FILE_BYTES:,} bytes"
         data = file.read_bytes()
     except OSError as exc:
         return None, f"unreadable: {exc.strerror or exc}"
@@ -223,4 +105,110 @@ def _read_text(file: Path) -> tuple[str | None, str]:
         return None, f"not UTF-8 text (byte {exc.start})"
     if not text.strip():
         return None, "empty"
+    if file.suffix.lower() == ".json":
+        try:
+            text = json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+        except ValueError as exc:
+            return None, f"invalid JSON: {exc}"
     return text.replace("\r\n", "\n").replace("\r", "\n"), ""
+
+
+def watch_path(
+    mem: StellarMemory,
+    path: Path | str,
+    stop: threading.Event,
+    *,
+    namespace: str | None = None,
+    extensions: Iterable[str] = DEFAULT_EXTENSIONS,
+    importance: float = 0.5,
+    settle_seconds: float = 0.5,
+    on_change: Callable[[IngestResult], None] | None = None,
+) -> IngestResult:
+    """Ingest a directory, then every change under it as it happens, until ``stop`` is set.
+
+    Changes are collected for ``settle_seconds`` (an editor saving a file fires several
+    events) and then ingested: created or modified files are (re)ingested, deleted or
+    moved-away files forgotten. ``on_change`` is told each batch's result.
+    """
+    root = Path(path).absolute()
+    if not root.is_dir():
+        raise ValidationError(f"can only watch a directory: {root}")
+    wanted = _suffixes(extensions)
+    total = ingest_path(mem, root, namespace=namespace, extensions=wanted, importance=importance)
+    changed: set[Path] = set()
+    lock = threading.Lock()
+
+    class Collect(FileSystemEventHandler):
+        def on_any_event(self, event: FileSystemEvent) -> None:
+            with lock:
+                for p in (event.src_path, getattr(event, "dest_path", "")):
+                    if p:
+                        changed.add(Path(str(p)))
+
+    observer = Observer()
+    observer.schedule(Collect(), str(root), recursive=True)
+    observer.start()
+    try:
+        while not stop.wait(settle_seconds):
+            with lock:
+                batch, changed = sorted(changed), set()
+            if batch:
+                result = _ingest_changes(mem, root, batch, wanted, namespace, importance)
+                total += result
+                if on_change is not None:
+                    on_change(result)
+    finally:
+        observer.stop()
+        observer.join(timeout=5)
+    return total
+
+
+def _ingest_changes(
+    mem: StellarMemory,
+    root: Path,
+    paths: list[Path],
+    wanted: set[str],
+    namespace: str | None,
+    importance: float,
+) -> IngestResult:
+    result = IngestResult()
+    for p in paths:
+        if p.is_file() and p.suffix.lower() in wanted and not _hidden(root, p):
+            result += ingest_file(mem, p, namespace=namespace, importance=importance)
+        elif not p.exists():  # a deleted file, or a directory moved away with its files
+            result += _forget_deleted(mem, p, namespace)
+    return result
+
+
+def _forget_deleted(mem: StellarMemory, root: Path, namespace: str | None) -> IngestResult:
+    """Forget the files ingested from ``root`` (a file, or a directory's tree) that are gone."""
+    key = root.as_posix()
+    known = source_keys(mem, "file", namespace, prefix=key)
+    gone = [k for k in known if (k == key or k.startswith(key.rstrip("/") + "/")) and _vanished(Path(k))]
+    forgotten = sum(forget_source(mem, "file", k, namespace) for k in gone)
+    return IngestResult(replaced=forgotten, removed=len(gone))
+
+
+def _vanished(p: Path) -> bool:
+    """Known to be gone: a file we may not look at is not taken for deleted."""
+    try:
+        os.stat(p)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def _walk(root: Path, wanted: set[str]) -> Iterable[Path]:
+    for p in root.rglob("*"):
+        if p.suffix.lower() in wanted and not _hidden(root, p) and p.is_file():
+            yield p
+
+
+def _hidden(root: Path, p: Path) -> bool:
+    return any(part.startswith(".") for part in p.relative_to(root).parts)
+
+
+def _suffixes(extensions: Iterable[str]) -> set[str]:
+    return {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}

@@ -78,6 +78,7 @@ memories = sa.Table(
     sa.Column("deleted_at", sa.Float),
     sa.Index("ix_memories_ns_zone", "namespace", "zone"),
     sa.Index("ix_memories_ns_thread", "namespace", "thread", "position"),
+    sa.Index("ix_memories_ns_source", "namespace", "source_url"),
 )
 
 # Vectors live beside the rows, not in them: reorbit rewrites every row's score and zone,
