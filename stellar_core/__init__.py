@@ -22,6 +22,7 @@ from stellar_core.errors import (
 )
 from stellar_core.memory import StellarMemory
 from stellar_core.models import (
+    ForgetReport,
     ImportReport,
     IngestResult,
     Link,
@@ -40,6 +41,7 @@ __all__ = [
     "ConfigurationError",
     "Document",
     "Embedder",
+    "ForgetReport",
     "ImportReport",
     "IngestResult",
     "Link",

@@ -66,6 +66,22 @@ def reorbit(
     )
 
 
+def forget_idle(
+    conn: sa.Connection,
+    dialect: Dialect,
+    namespace: str,
+    s: Settings,
+    now: float,
+    agent: str,
+    hlc: ChangeStamp,
+) -> tuple[int, int]:
+    """Forget idle Cloud memories and purge old tombstones, without rescoring: (forgotten, purged).
+
+    Zones are as the last reorbit left them, so this is the cheap pass a daily schedule runs.
+    """
+    return _forget(conn, dialect, namespace, s, now, agent, hlc), _purge(conn, namespace, s, now, agent, hlc)
+
+
 def _temporary(conn: sa.Connection, name: str, *columns: sa.Column[Any]) -> sa.Table:
     """A fresh temporary table on this connection."""
     table = sa.Table(name, sa.MetaData(), *columns, prefixes=["TEMPORARY"])

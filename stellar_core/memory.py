@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -17,8 +18,10 @@ from stellar_core.clock import Clock, SystemClock
 from stellar_core.embeddings import CachedEmbedder, Embedder, embedder_from_settings
 from stellar_core.errors import ConfigurationError, ValidationError
 from stellar_core.housekeeping import RecallLog, Upkeep
+from stellar_core.lifecycle import forget_idle
 from stellar_core.lifecycle import reorbit as reorbit_pass
 from stellar_core.models import (
+    ForgetReport,
     ImportReport,
     Link,
     Memory,
@@ -311,6 +314,23 @@ class StellarMemory:
             self.db.dialect.refresh_statistics(conn)  # the pass reshaped the table
         self._cache.invalidate_namespace(ns)  # scores and zones moved, some were forgotten
         return report
+
+    def forget_idle(
+        self, *, namespace: str | None = None, principal: Principal | str | None = None
+    ) -> ForgetReport:
+        """Forget the memories idle in Cloud long enough for their importance, and purge old
+        tombstones, with zones as the last reorbit left them (``reorbit`` does this too)."""
+        ns, who = self._ns(namespace), self._who(principal)
+        started = time.perf_counter()
+        self._recalls.flush()  # a memory recalled just now is not idle
+        with self.db.write() as conn:
+            self.db.dialect.lock_namespaces(conn, [ns], exclusive=True)
+            forgotten, purged = forget_idle(
+                conn, self.db.dialect, ns, self.settings, self.clock.now(), who.id, self._hlc.tick
+            )
+        if forgotten:
+            self._cache.invalidate_namespace(ns)
+        return ForgetReport(ns, forgotten, purged, time.perf_counter() - started)
 
     # --- reads -----------------------------------------------------------------------------
     def recall(

@@ -138,6 +138,16 @@ class ReorbitReport:
 
 
 @dataclass(frozen=True)
+class ForgetReport:
+    """What one forgetting pass did in one namespace."""
+
+    namespace: str
+    forgotten: int  # idle Cloud memories turned into tombstones
+    purged: int  # tombstones older than purge_after_days deleted for good
+    seconds: float
+
+
+@dataclass(frozen=True)
 class Stats:
     """Counts for one namespace."""
 

@@ -19,8 +19,8 @@ from watchdog.observers import Observer
 
 from stellar_core import validation as check
 from stellar_core.connectors.chunking import chunk_markdown
-from stellar_core.connectors.sources import Document, forget_source, ingest_document, source_keys
-from stellar_core.errors import PermanentError, ValidationError
+from stellar_core.connectors.sources import Document, forget_source, ingest_documents, source_keys
+from stellar_core.errors import ValidationError
 from stellar_core.memory import StellarMemory
 from stellar_core.models import IngestResult
 
@@ -54,10 +54,10 @@ def ingest_path(
             files = sorted(_walk(root, wanted))
         except OSError as exc:
             return IngestResult(skipped=[(str(root), f"unreadable directory: {exc.strerror or exc}")])
-        result = IngestResult()
-        for file in files:
-            result += ingest_file(mem, file, namespace=namespace, importance=importance, max_chars=max_chars)
-        return result + _forget_deleted(mem, root, namespace)
+        skipped: list[tuple[str, str]] = []
+        docs = (doc for file in files if (doc := _document(file, skipped)) is not None)
+        result = ingest_documents(mem, docs, namespace=namespace, importance=importance, max_chars=max_chars)
+        return result + IngestResult(skipped=skipped) + _forget_deleted(mem, root, namespace)
     if not root.exists():
         return IngestResult(skipped=[(str(root), "no such file or directory")]) + _forget_deleted(
             mem, root, namespace
@@ -78,15 +78,21 @@ def ingest_file(
     max_chars: int | None = None,
 ) -> IngestResult:
     """One file as one source; a file that cannot be read is skipped with the reason."""
+    skipped: list[tuple[str, str]] = []
+    doc = _document(file, skipped)
+    if doc is None:
+        return IngestResult(skipped=skipped)
+    return ingest_documents(mem, [doc], namespace=namespace, importance=importance, max_chars=max_chars)
+
+
+def _document(file: Path, skipped: list[tuple[str, str]]) -> Document | None:
+    """The file as a source document, or None (and why, in ``skipped``)."""
     key = file.absolute().as_posix()
     text, reason = read_text(file)
     if text is None:
-        return IngestResult(skipped=[(key, reason)])
-    doc = Document("file", key, text, metadata={"file_name": file.name})
-    try:
-        return ingest_document(mem, doc, namespace=namespace, importance=importance, max_chars=max_chars)
-    except PermanentError as exc:  # e.g. a chunk over the content limit: this file only
-        return IngestResult(skipped=[(key, str(exc))])
+        skipped.append((key, reason))
+        return None
+    return Document("file", key, text, metadata={"file_name": file.name})
 
 
 def read_text(file: Path) -> tuple[str | None, str]:

@@ -13,7 +13,7 @@ content hash. So ingesting a source again
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from stellar_core import validation as check
 from stellar_core.connectors.chunking import chunk_markdown
-from stellar_core.errors import ValidationError
+from stellar_core.errors import PermanentError, ValidationError
 from stellar_core.memory import StellarMemory
 from stellar_core.models import IngestResult, Memory
 from stellar_core.store.records import fetch, live, m
@@ -42,6 +42,17 @@ def content_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+GROUP_CHUNKS = 256  # chunks stored per store_many: one embedding batch, one transaction
+
+
+@dataclass(frozen=True)
+class _Plan:
+    doc: Document
+    digest: str
+    old: list[Memory]
+    chunks: list[str]
+
+
 def ingest_document(
     mem: StellarMemory,
     doc: Document,
@@ -50,38 +61,106 @@ def ingest_document(
     importance: float = 0.5,
     max_chars: int | None = None,
 ) -> IngestResult:
-    """Store a document's chunks unless they are already there; replace a changed version."""
+    """Store a document's chunks unless they are already there; replace a changed version.
+    Raises ``PermanentError`` if the document cannot be stored (nothing stored is touched)."""
     ns = _namespace(mem, namespace)
+    plan = _plan(mem, ns, doc, max_chars or mem.settings.chunk_max_chars)
+    if isinstance(plan, IngestResult):
+        return plan
+    return _store(mem, ns, [plan], importance)
+
+
+def ingest_documents(
+    mem: StellarMemory,
+    docs: Iterable[Document],
+    *,
+    namespace: str | None = None,
+    importance: float = 0.5,
+    max_chars: int | None = None,
+) -> IngestResult:
+    """Many documents, the changed ones stored a group at a time: the embedding model is several
+    times faster per text in one batch of 64 than in a document's three. A document that
+    cannot be stored is reported in ``skipped``; the others go on."""
+    ns = _namespace(mem, namespace)
+    limit = max_chars or mem.settings.chunk_max_chars
+    result, group = IngestResult(), list[_Plan]()
+    for doc in docs:
+        try:
+            plan = _plan(mem, ns, doc, limit)
+        except PermanentError as exc:
+            result += IngestResult(skipped=[(doc.key, str(exc))])
+            continue
+        if isinstance(plan, IngestResult):
+            result += plan
+            continue
+        group.append(plan)
+        if sum(len(p.chunks) for p in group) >= GROUP_CHUNKS:
+            result += _store_isolating(mem, ns, group, importance)
+            group = []
+    return result + _store_isolating(mem, ns, group, importance)
+
+
+def _plan(mem: StellarMemory, ns: str, doc: Document, max_chars: int) -> _Plan | IngestResult:
+    """What storing ``doc`` takes, or the result if it is unchanged."""
+    if len(doc.key) > check.MAX_SOURCE_URL:
+        raise ValidationError(f"source key longer than {check.MAX_SOURCE_URL} characters")
     digest = content_hash(doc.text)
     old = source_memories(mem, doc.type, doc.key, ns)
     if old and all(x.metadata.get("source_hash") == digest for x in old):
         return IngestResult(sources=1, chunks=len(old), unchanged=1)
-    chunks = chunk_markdown(doc.text, max_chars or mem.settings.chunk_max_chars)
+    chunks = chunk_markdown(doc.text, max_chars)
     if not chunks:
         raise ValidationError(f"{doc.key}: no text to store")
-    metadata = {**doc.metadata, "source_hash": digest}
+    return _Plan(doc, digest, old, chunks)
+
+
+def _store_isolating(mem: StellarMemory, ns: str, group: list[_Plan], importance: float) -> IngestResult:
+    """Store a group; if it is refused, store its documents one by one to find the bad one."""
+    if not group:
+        return IngestResult()
+    try:
+        return _store(mem, ns, group, importance)
+    except PermanentError:
+        if len(group) == 1:
+            raise
+    result = IngestResult()
+    for plan in group:
+        try:
+            result += _store(mem, ns, [plan], importance)
+        except PermanentError as exc:
+            result += IngestResult(skipped=[(plan.doc.key, str(exc))])
+    return result
+
+
+def _store(mem: StellarMemory, ns: str, group: list[_Plan], importance: float) -> IngestResult:
+    """New chunks first (one store_many), then the old chunks that are gone are forgotten."""
     now = mem.clock.now()
     items = [
         {
             "content": chunk,
             "importance": importance,
-            "thread": doc.thread or _thread_name(doc.key),
+            "thread": p.doc.thread or _thread_name(p.doc.key),
             "position": i,
-            "metadata": metadata,
-            "source": {"type": doc.type, "url": doc.key, "chunk": i, "ingested_at": now},
+            "metadata": {**p.doc.metadata, "source_hash": p.digest},
+            "source": {"type": p.doc.type, "url": p.doc.key, "chunk": i, "ingested_at": now},
         }
-        for i, chunk in enumerate(chunks)
+        for p in group
+        for i, chunk in enumerate(p.chunks)
     ]
-    stored = mem.store_many(items, namespace=ns)
-    before = {x.id for x in old}
-    for x in {x.id: x for x in stored}.values():  # chunks that were already there: now current
-        if x.id in before and x.metadata.get("source_hash") != digest:
-            mem.update(x.id, metadata={**x.metadata, **metadata}, namespace=ns)
-    kept = {x.id for x in stored}
-    stale = [x for x in old if x.id not in kept]
-    for x in stale:
-        mem.forget(x.id, namespace=ns)
-    return IngestResult(sources=1, chunks=len(chunks), new=len(kept - before), replaced=len(stale))
+    stored = iter(mem.store_many(items, namespace=ns))
+    result = IngestResult()
+    for p in group:
+        mine = [next(stored) for _ in p.chunks]
+        before = {x.id for x in p.old}
+        for x in {x.id: x for x in mine}.values():  # chunks that were already there: now current
+            if x.id in before and x.metadata.get("source_hash") != p.digest:
+                mem.update(x.id, metadata={**x.metadata, "source_hash": p.digest}, namespace=ns)
+        kept = {x.id for x in mine}
+        stale = [x for x in p.old if x.id not in kept]
+        for x in stale:
+            mem.forget(x.id, namespace=ns)
+        result += IngestResult(sources=1, chunks=len(p.chunks), new=len(kept - before), replaced=len(stale))
+    return result
 
 
 def forget_source(mem: StellarMemory, source_type: str, key: str, namespace: str | None = None) -> int:
