@@ -7,6 +7,7 @@
     stellar --db notes.db stats
     stellar --db notes.db reorbit --context "release week"
     stellar --db notes.db export notes.json && stellar --db copy.db import notes.json
+    stellar --db notes.db ingest docs/ --watch   # ingest, then every change until Ctrl-C
 
 Global options (``--db``, ``--namespace``, ``--agent``, ``--json``) go before or after the
 subcommand. Output is for people unless ``--json`` is given. Errors print ``error: ...`` on
@@ -19,13 +20,15 @@ import argparse
 import json
 import sys
 import textwrap
+import threading
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
+from stellar_core.connectors.files import DEFAULT_EXTENSIONS, ingest_path, watch_path
 from stellar_core.errors import StellarError, ValidationError
 from stellar_core.memory import StellarMemory
-from stellar_core.models import RecallHit, Zone, to_datetime
+from stellar_core.models import IngestResult, RecallHit, Zone, to_datetime
 
 Command = Callable[[StellarMemory, argparse.Namespace], Any]
 
@@ -79,6 +82,25 @@ def export(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def ingest(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
+    wanted = args.ext or DEFAULT_EXTENSIONS
+    if not args.watch:
+        return ingest_path(mem, args.path, extensions=wanted, importance=args.importance).to_dict()
+    stop = threading.Event()
+
+    def report(result: IngestResult) -> None:
+        print(_human("ingest", result.to_dict()), file=sys.stderr, flush=True)
+
+    try:
+        total = watch_path(
+            mem, args.path, stop, extensions=wanted, importance=args.importance, on_change=report
+        )
+    except KeyboardInterrupt:  # Ctrl-C ends the watch; the watcher stops with the process
+        stop.set()
+        return {"watch": "stopped"}
+    return total.to_dict()
+
+
 def import_(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
     # --namespace overrides the document's own namespace; without it the document's is used.
     return asdict(mem.import_(args.document, namespace=args.namespace))
@@ -93,6 +115,7 @@ COMMANDS: dict[str, Command] = {
     "reorbit": reorbit,
     "export": export,
     "import": import_,
+    "ingest": ingest,
 }
 
 
@@ -130,6 +153,14 @@ def _human(command: str, out: Any) -> str:
             f"exported {out['memories']} memories and {out['links']} links "
             f"of namespace {out['namespace']} to {out['file']}"
         )
+    if command == "ingest":
+        if "watch" in out:
+            return "watch stopped"
+        lines = [
+            f"{out['sources']} sources -> {out['chunks']} chunks: {out['new']} new memories, "
+            f"{out['unchanged']} unchanged, {out['replaced']} replaced, {out['removed']} removed"
+        ]
+        return "\n".join(lines + [f"  skipped {x['source']}: {x['reason']}" for x in out["skipped"]])
     return (
         f"imported {out['imported']} memories into namespace {out['namespace']} "
         f"({out['skipped']} skipped, {out['links']} links)"
@@ -276,6 +307,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", nargs="?", help="output file (default stdout)")
     p = add("import", "load an export document (into its own namespace unless --namespace)")
     p.add_argument("file", help="export file, or - for stdin")
+    p = add("ingest", "store a file or directory (markdown, text, JSON); unchanged files are skipped")
+    p.add_argument("path")
+    p.add_argument(
+        "--ext", action="append", help="file extension to take (repeatable; default .md .markdown .txt .json)"
+    )
+    p.add_argument("--importance", type=float, default=0.5, help="0..1 (default 0.5)")
+    p.add_argument("--watch", action="store_true", help="then ingest every change until interrupted")
     return parser
 
 

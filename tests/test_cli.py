@@ -11,8 +11,11 @@ import io
 import json
 import os
 import shutil
+import signal
+import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -390,3 +393,48 @@ def test_runs_as_python_module(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("namespace default: 0 memories")
+
+
+# --- ingest ----------------------------------------------------------------------------------
+def test_ingest_a_directory_then_again(stellar: Stellar, db: str, tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "rota.md").write_text("# Rota\n\nDmitri is on call this week.\n")
+    (docs / "blob.txt").write_bytes(b"\x00\x01")
+    first = stellar("ingest", str(docs), "--db", db)
+    assert first.code == 0, first.err
+    assert first.out.startswith("1 sources -> 1 chunks: 1 new memories")
+    assert "skipped" in first.out and "binary" in first.out
+    again = stellar("ingest", str(docs), "--db", db, "--json")
+    assert (again.json()["new"], again.json()["unchanged"]) == (0, 1)
+
+
+def test_watch_ingests_until_interrupted(db: str, tmp_path: Path) -> None:
+    docs = tmp_path / "live"
+    docs.mkdir()
+    (docs / "a.md").write_text("The first note.")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stellar_core.cli", "ingest", str(docs), "--watch", "--db", db],
+        stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while count_file(db, "The second note.") == 0:
+            if not (docs / "b.md").exists() and count_file(db, "The first note."):
+                (docs / "b.md").write_text("The second note.")  # once the first pass is in
+            assert time.monotonic() < deadline and proc.poll() is None, proc.stderr
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "1 new memories" in err  # each batch of changes is reported as it is ingested
+
+
+def count_file(db: str, content: str) -> int:
+    with sqlite3.connect(db) as conn:
+        return int(
+            conn.execute(
+                "SELECT count(*) FROM memories WHERE content = ? AND deleted_at IS NULL", (content,)
+            ).fetchone()[0]
+        )
