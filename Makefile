@@ -4,13 +4,16 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
-.PHONY: run test lint bench locomo clean
+.PHONY: run test serve lint bench locomo clean
 
 run: $(STAMP)        ## the main job: sample corpus -> memory -> reorbit -> zones and a recall
 	$(PY) -m examples.demo
 
 test: $(STAMP)       ## the whole test suite on real services
 	$(PY) -m pytest -q
+
+serve: $(STAMP)      ## every prefect.yaml deployment on its schedule, in this one process
+	$(PY) -m flows.serve
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/mypy

@@ -8,15 +8,21 @@ for hit in mem.recall("where is the deploy key?"):
 """
 
 from stellar_core.clock import Clock, SteppingClock, SystemClock
+from stellar_core.connectors.api import ApiSource, ingest_api
 from stellar_core.connectors.files import ingest_path, watch_path
 from stellar_core.connectors.sources import Document, ingest_document
+from stellar_core.connectors.web import ingest_url, ingest_urls
+from stellar_core.dedup import DedupResult, consolidate
 from stellar_core.embeddings import Embedder, OpenAIEmbedder, SentenceTransformerEmbedder
 from stellar_core.errors import (
     ConfigurationError,
     NotFoundError,
     SchemaVersionError,
+    SourceError,
+    SourceUnavailable,
     StellarError,
     StorageError,
+    SummarizerError,
     TransientError,
     ValidationError,
 )
@@ -35,10 +41,13 @@ from stellar_core.models import (
     Zone,
 )
 from stellar_core.settings import Settings
+from stellar_core.summaries import SummaryResult, summarise
 
 __all__ = [
+    "ApiSource",
     "Clock",
     "ConfigurationError",
+    "DedupResult",
     "Document",
     "Embedder",
     "ForgetReport",
@@ -55,16 +64,25 @@ __all__ = [
     "SentenceTransformerEmbedder",
     "Settings",
     "Source",
+    "SourceError",
+    "SourceUnavailable",
     "Stats",
     "StellarError",
     "StellarMemory",
     "SteppingClock",
     "StorageError",
+    "SummarizerError",
+    "SummaryResult",
     "SystemClock",
     "TransientError",
     "ValidationError",
     "Zone",
+    "consolidate",
+    "ingest_api",
     "ingest_document",
     "ingest_path",
+    "ingest_url",
+    "ingest_urls",
+    "summarise",
     "watch_path",
 ]

@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import importlib
+import json
 import os
+import re
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 import pytest
 import yaml
 from prefect import Flow, flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.exceptions import ObjectAlreadyExists
 from prefect.flows import load_flow_from_entrypoint
 from prefect.settings import PREFECT_API_URL
 from prefect.testing.utilities import prefect_test_harness
 
-from stellar_core import ReorbitReport, SteppingClock, SystemClock, ValidationError, Zone
+from stellar_core import ReorbitReport, StellarMemory, SteppingClock, SystemClock, ValidationError, Zone
 from stellar_core.errors import EmbeddingError
 from tasks.lifecycle import reorbit_namespace
 
@@ -96,6 +104,86 @@ def test_reorbit_flow_returns_counts_per_namespace(
     }
 
 
+def test_ingest_files_flow_reports_a_bad_source_and_ingests_the_rest(
+    prefect_api: str, tmp_path: Path
+) -> None:
+    from flows.ingest import ingest_files_flow
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "rota.md").write_text("# Rota\n\nDmitri is on call this week.\n")
+    (docs / "broken.json").write_text('{"pass": ')
+    home = str(tmp_path / "home")
+    result = ingest_files_flow(paths=[str(docs), str(tmp_path / "missing")], home=home)
+    assert (result["sources"], result["new"], result["failed"]) == (1, 1, {})
+    reasons = {Path(x["source"]).name: x["reason"] for x in result["skipped"]}
+    assert set(reasons) == {"broken.json", "missing"}
+    again = ingest_files_flow(paths=[str(docs)], home=home)
+    assert (again["new"], again["unchanged"]) == (0, 1)
+
+
+def test_ingest_web_flow_fails_one_page_not_the_run(
+    prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.ingest import ingest_web_flow
+
+    pages = {"/ok": ("text/html", "<html><head><title>Rota</title></head><body><article><p>"
+                     + "Dmitri is on call for the Skarvik station during the whole week. " * 5
+                     + "</p></article></body></html>")}  # fmt: skip
+    with serve_pages(pages) as base:
+        monkeypatch.setenv("STELLAR_WEB_ALLOW_HOSTS", '["127.0.0.1"]')
+        result = ingest_web_flow(urls=[f"{base}/ok", f"{base}/missing"], home=str(tmp_path / "home"))
+    assert result["new"] >= 1
+    assert list(result["failed"]) == [f"{base}/missing"]
+    assert "404" in result["failed"][f"{base}/missing"]
+
+
+def test_maintenance_runs_every_step_per_namespace(
+    prefect_api: str, open_memory: MemoryFactory, tmp_path: Path
+) -> None:
+    from flows.maintenance import maintenance_flow
+
+    home = tmp_path / "home"
+    mem = open_memory(home, clock=SystemClock())
+    mem.store_many(["Ingrid approves every command plan", "Skarvik is down on Tuesdays"])
+    result = maintenance_flow(home=str(home))
+    assert list(result) == ["summarise", "dedup", "reorbit", "forget"]
+    assert result["reorbit"]["default"]["scored"] == 2
+    assert result["forget"]["default"] == {"forgotten": 0, "purged": 0}
+    assert result["dedup"]["default"]["merged"] == 0
+    assert result["summarise"]["default"]["created"] == 0
+
+
+@contextlib.contextmanager
+def serve_pages(pages: dict[str, tuple[str, str]]) -> Iterator[str]:
+    """A real HTTP server on loopback answering ``path -> (content type, body)``, else 404."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path not in pages:
+                self.send_error(404)
+                return
+            kind, body = pages[self.path]
+            data = body.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", f"{kind}; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 class FlakyMemory:
     """Stands in for StellarMemory.reorbit: raises the given errors, then succeeds."""
 
@@ -155,24 +243,88 @@ def test_every_flow_has_a_deployment_whose_entrypoint_loads() -> None:
         assert loaded.name == flow_obj.name
 
 
-def test_prefect_yaml_deploys_to_a_real_server(prefect_api: str) -> None:
-    """``prefect --no-prompt deploy --all`` as an operator runs it, against the test server."""
-    with get_client(sync_client=True) as client:
+def deploy_all(api: str) -> None:
+    """``prefect --no-prompt deploy --all`` as an operator runs it (the pool made if missing)."""
+    with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
         client.create_work_pool(WorkPoolCreate(name="stellar-process", type="process"))
     proc = subprocess.run(
         [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
         cwd=ROOT,
-        env={**os.environ, "PREFECT_API_URL": prefect_api},
+        env={**os.environ, "PREFECT_API_URL": api},
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_prefect_yaml_deploys_to_a_real_server(prefect_api: str) -> None:
+    deploy_all(prefect_api)
     with get_client(sync_client=True) as client:
-        deployment = client.read_deployment_by_name("reorbit/reorbit")
-    assert deployment.entrypoint == "flows/reorbit.py:reorbit_flow"
-    assert deployment.work_pool_name == "stellar-process"
-    assert [s.schedule.cron for s in deployment.schedules] == ["0 * * * *"]  # type: ignore[union-attr]
+        hourly = client.read_deployment_by_name("maintenance/hourly")
+        reorbit = client.read_deployment_by_name("reorbit/reorbit")
+    assert hourly.entrypoint == "flows/maintenance.py:maintenance_flow"
+    assert hourly.work_pool_name == "stellar-process"
+    assert [(s.schedule.cron, s.active) for s in hourly.schedules] == [("15 * * * *", True)]  # type: ignore[union-attr]
+    assert [(s.schedule.cron, s.active) for s in reorbit.schedules] == [("0 * * * *", False)]  # type: ignore[union-attr]
+
+
+def test_serve_builds_every_deployment_of_prefect_yaml() -> None:
+    from flows.serve import deployments
+
+    config = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
+    served = {f"{d.flow_name}/{d.name}": d for d in deployments()}
+    assert len(served) == len(config)
+    hourly = served["maintenance/hourly"]
+    assert [(s.schedule.cron, s.active) for s in hourly.schedules] == [("15 * * * *", True)]  # type: ignore[union-attr]
+    assert served["ingest_files/files"].parameters == {"paths": ["examples/corpus"]}
+
+
+@pytest.mark.slow
+def test_a_worker_runs_a_deployment_and_the_memories_land_in_the_store(
+    prefect_api: str, tmp_path: Path
+) -> None:
+    """The operator's path end to end: deploy from prefect.yaml, a process worker, then
+    ``prefect deployment run``; the flow runs in the worker's subprocess."""
+    deploy_all(prefect_api)
+    corpus = tmp_path / "notes"
+    corpus.mkdir()
+    (corpus / "rota.md").write_text("# Rota\n\nDmitri is on call for Skarvik this week.\n")
+    home = tmp_path / "home"
+    env = {**os.environ, "PREFECT_API_URL": prefect_api}
+    params = json.dumps({"paths": [str(corpus)], "home": str(home)})
+    run = subprocess.run(
+        [sys.executable, "-m", "prefect", "deployment", "run", "ingest_files/files", "--params", params],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    run_id = re.search(r"UUID: ([0-9a-f-]{36})", run.stdout)
+    assert run_id, run.stdout
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "worker", "start", "--pool", "stellar-process"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        state = wait_for_final_state(run_id.group(1), timeout=300)
+    finally:
+        worker.terminate()
+        output = worker.communicate(timeout=60)[0]
+    assert state.is_completed(), f"{state}\n{output[-3000:]}"
+    with StellarMemory(home, background=False) as mem:
+        hits = mem.recall("who is on call for Skarvik?", k=1)
+    assert hits and "Dmitri" in hits[0].memory.content
+    assert hits[0].memory.source.type == "file"  # type: ignore[union-attr]
+
+
+def wait_for_final_state(flow_run_id: str, timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            state = client.read_flow_run(UUID(flow_run_id)).state
+            if state is not None and state.is_final():
+                return state
+            assert time.monotonic() < deadline, f"flow run still {state} after {timeout:.0f} s"
+            time.sleep(1)
 
 
 def test_stellar_core_never_imports_prefect() -> None:
