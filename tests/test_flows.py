@@ -138,6 +138,24 @@ def test_ingest_web_flow_fails_one_page_not_the_run(
     assert "404" in result["failed"][f"{base}/missing"]
 
 
+def test_ingest_api_flow_takes_sources_as_plain_json(
+    prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.ingest import ingest_api_flow
+
+    listing = json.dumps({"data": [{"id": 7, "name": "Skarvik", "status": "down on Tuesdays"}]})
+    with serve_pages({"/stations": ("application/json", listing)}) as base:
+        monkeypatch.setenv("STELLAR_WEB_ALLOW_HOSTS", '["127.0.0.1"]')
+        source = {"url": f"{base}/stations", "items": "data", "key": "id", "fields": ["name", "status"]}
+        bad = {"url": f"{base}/nothing-here", "items": "data"}
+        result = ingest_api_flow(sources=[source, bad], home=str(tmp_path / "home"))
+    assert (result["sources"], result["new"]) == (1, 1)
+    assert list(result["failed"]) == [f"{base}/nothing-here"]
+    with StellarMemory(tmp_path / "home", background=False) as mem:
+        hit = mem.recall("when is Skarvik down?", k=1)[0].memory
+    assert "down on Tuesdays" in hit.content and hit.source.type == "api"  # type: ignore[union-attr]
+
+
 def test_maintenance_runs_every_step_per_namespace(
     prefect_api: str, open_memory: MemoryFactory, tmp_path: Path
 ) -> None:
