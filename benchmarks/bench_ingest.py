@@ -6,8 +6,9 @@ Run from the repository root (a few minutes)::
     python -m benchmarks.bench_ingest --files 200 --pages 50     # quicker
 
 Files: documents/s and chunks/s of ``ingest_path`` into a fresh SQLite memory, against the
-embedding model's own throughput on exactly the same chunk texts (all-MiniLM-L6-v2, batches of
-``embedding_batch_size``): the target is >= 90% of it. A second pass over the unchanged files
+embedding model's own throughput on exactly the same chunk texts (all-MiniLM-L6-v2, all of
+them in one call, its fastest; the better of a run before the ingestion and one after): the
+target is >= 90% of it. A second pass over the unchanged files
 shows the cost of skipping by hash. Web: ``ingest_urls`` over pages served by a local HTTP
 server (fetch, extraction, chunking, embedding, storing), pages/s.
 
@@ -27,12 +28,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from stellar_core.connectors.web import ingest_urls
-
 from benchmarks.bench_core import Corpus
 from stellar_core import SentenceTransformerEmbedder, Settings, StellarMemory, ingest_path
 from stellar_core.connectors.chunking import chunk_markdown
 from stellar_core.connectors.files import read_text
+from stellar_core.connectors.web import ingest_urls
 
 
 def documents(n: int, seed: int = 7) -> list[str]:
@@ -53,12 +53,14 @@ def bench_files(n: int, tmp: Path, model: SentenceTransformerEmbedder) -> None:
     for i, text in enumerate(documents(n)):
         (root / f"note-{i:04d}.md").write_text(text)
     chunks = [c for p in sorted(root.iterdir()) for c in chunk_markdown(read_text(p)[0] or "")]
-    started = time.perf_counter()
-    batch = Settings().embedding_batch_size
-    for i in range(0, len(chunks), batch):
-        model.embed(chunks[i : i + batch])
-    model_rate = len(chunks) / (time.perf_counter() - started)
 
+    def model_alone() -> float:
+        """The model's best: every chunk in one call (it sorts them by length and batches)."""
+        started = time.perf_counter()
+        model.embed(chunks)
+        return len(chunks) / (time.perf_counter() - started)
+
+    before = model_alone()
     with StellarMemory(tmp / "mem", embedder=model, background=False) as mem:
         started = time.perf_counter()
         result = ingest_path(mem, root)
@@ -66,11 +68,12 @@ def bench_files(n: int, tmp: Path, model: SentenceTransformerEmbedder) -> None:
         started = time.perf_counter()
         again = ingest_path(mem, root)
         took_again = time.perf_counter() - started
+    model_rate = max(before, model_alone())  # the better of a run before and one after
     rate = result.chunks / took
     print(f"files: {result.sources:,} markdown files -> {result.chunks:,} chunks in {took:.1f} s")
     print(f"  documents/s                       {result.sources / took:8.1f}")
     print(f"  chunks/s                          {rate:8.1f}")
-    print(f"  the model alone, same chunks/s    {model_rate:8.1f}")
+    print(f"  the model alone, same chunks/s    {model_rate:8.1f}   (best of a run before and after)")
     verdict = "ok" if rate >= 0.9 * model_rate else "MISS"
     print(f"  ingestion / model                 {rate / model_rate:8.1%}   {verdict} (target >= 90%)")
     print(f"  again, all unchanged (s)          {took_again:8.2f}   ({again.unchanged:,} skipped by hash)")
