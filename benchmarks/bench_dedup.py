@@ -6,10 +6,11 @@ Run from the repository root (100k memories: a few minutes, most of it the load)
     python -m benchmarks.bench_dedup --size 20000
     python -m benchmarks.bench_dedup --backend postgres --size 100000
 
-The namespace holds ``bench_core``'s synthetic corpus (embedding excluded: precomputed vectors)
-plus planted near-duplicates, ~1% of it: copies of random memories with a word added and the
-vector turned by a random angle (cosine 0.96-0.995 to the original, above the default
-threshold of 0.95; some memories get two copies). The original corpus has no pairs that
+The namespace holds ``bench_core``'s synthetic corpus (embedding excluded: precomputed vectors),
+every memory standalone (dedup leaves memories in threads alone), plus planted
+near-duplicates, ~1% of it: copies of random memories with a word added and the vector turned
+by a random angle (cosine 0.96-0.995 to the original, above the default threshold of 0.95;
+some memories get two copies). The original corpus has no pairs that
 close, so every merge is either a planted one or a false one, and both are counted.
 Printed: consolidation time (wall and CPU) split into neighbour search and merging, clusters
 and memories merged, how many planted groups ended as one memory, and a second run (which
@@ -73,6 +74,8 @@ def run(size: int, rate: float, backend: str, threshold: float | None, seed: int
     copies = max(1, round(size * rate))
     corpus = Corpus(seed)
     items, vectors = corpus.memories(size - copies, "d")
+    for item in items:  # all standalone: dedup leaves conversation turns and document chunks be
+        item.pop("thread", None)
     items, vectors, groups = plant(items, vectors, copies, np.random.default_rng(seed))
     embedder = SyntheticEmbedder([x["content"] for x in items], vectors)
     del vectors

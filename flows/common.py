@@ -14,8 +14,11 @@ T = TypeVar("T")
 
 
 def open_memory(home: str | None) -> StellarMemory:
-    """``home``: a data directory, database file or URL (default: from ``STELLAR_*`` settings)."""
-    return StellarMemory(home, background=False)
+    """``home``: a data directory, database file or URL (default: from ``STELLAR_*`` settings).
+
+    With the upkeep thread, as any agent: on PostgreSQL it adds the vectors a flow stores to
+    the HNSW graph while the flow runs."""
+    return StellarMemory(home)
 
 
 def namespaces_of(mem: StellarMemory, namespaces: list[str] | None) -> list[str]:
