@@ -15,8 +15,8 @@ import pytest
 from stellar_core import Settings, StellarMemory
 from stellar_core.connectors.api import ApiSource, ingest_api
 from stellar_core.errors import SourceError, ValidationError
+from tests.sites import Site, reply
 from tests.test_connectors_files import all_memories
-from tests.test_connectors_web import Site, reply
 
 MemoryFactory = Callable[..., StellarMemory]
 

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import http.server
 import importlib
 import json
 import os
 import re
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +28,7 @@ from prefect.testing.utilities import prefect_test_harness
 from stellar_core import ReorbitReport, StellarMemory, SteppingClock, SystemClock, ValidationError, Zone
 from stellar_core.errors import EmbeddingError
 from tasks.lifecycle import reorbit_namespace
+from tests.sites import Site, reply
 
 if TYPE_CHECKING:
     from tests.conftest import MemoryFactory
@@ -127,10 +126,12 @@ def test_ingest_web_flow_fails_one_page_not_the_run(
 ) -> None:
     from flows.ingest import ingest_web_flow
 
-    pages = {"/ok": ("text/html", "<html><head><title>Rota</title></head><body><article><p>"
-                     + "Dmitri is on call for the Skarvik station during the whole week. " * 5
-                     + "</p></article></body></html>")}  # fmt: skip
-    with serve_pages(pages) as base:
+    page = ("<html><head><title>Rota</title></head><body><article><p>"
+            + "Dmitri is on call for the Skarvik station during the whole week. " * 5
+            + "</p></article></body></html>")  # fmt: skip
+    with Site() as site:
+        site.routes["/ok"] = reply(page)
+        base = site.url("")
         monkeypatch.setenv("STELLAR_WEB_ALLOW_HOSTS", '["127.0.0.1"]')
         result = ingest_web_flow(urls=[f"{base}/ok", f"{base}/missing"], home=str(tmp_path / "home"))
     assert result["new"] >= 1
@@ -144,7 +145,9 @@ def test_ingest_api_flow_takes_sources_as_plain_json(
     from flows.ingest import ingest_api_flow
 
     listing = json.dumps({"data": [{"id": 7, "name": "Skarvik", "status": "down on Tuesdays"}]})
-    with serve_pages({"/stations": ("application/json", listing)}) as base:
+    with Site() as site:
+        site.routes["/stations"] = reply(listing, "application/json")
+        base = site.url("")
         monkeypatch.setenv("STELLAR_WEB_ALLOW_HOSTS", '["127.0.0.1"]')
         source = {"url": f"{base}/stations", "items": "data", "key": "id", "fields": ["name", "status"]}
         bad = {"url": f"{base}/nothing-here", "items": "data"}
@@ -170,36 +173,6 @@ def test_maintenance_runs_every_step_per_namespace(
     assert result["forget"]["default"] == {"forgotten": 0, "purged": 0}
     assert result["dedup"]["default"]["merged"] == 0
     assert result["summarise"]["default"]["created"] == 0
-
-
-@contextlib.contextmanager
-def serve_pages(pages: dict[str, tuple[str, str]]) -> Iterator[str]:
-    """A real HTTP server on loopback answering ``path -> (content type, body)``, else 404."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path not in pages:
-                self.send_error(404)
-                return
-            kind, body = pages[self.path]
-            data = body.encode()
-            self.send_response(200)
-            self.send_header("Content-Type", f"{kind}; charset=utf-8")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 class FlakyMemory:
