@@ -75,7 +75,7 @@ def consolidate(
     """Merge the namespace's near-duplicates (cosine >= ``threshold``, default the
     ``dedup_threshold`` setting); running it again merges nothing new."""
     started = time.perf_counter()
-    ns = mem.namespace if namespace is None else check.namespace(namespace)
+    ns = mem.namespace_for(namespace)
     who = check.principal(principal, mem.principal)
     limit = mem.settings.dedup_threshold if threshold is None else threshold
     if isinstance(limit, bool) or not isinstance(limit, int | float) or not 0 < limit <= 1:

@@ -114,7 +114,7 @@ class StellarMemory:
     def warm(self, namespace: str | None = None) -> None:
         """Make vector search fast now rather than later: SQLite loads the namespace's index
         and builds its HNSW graph; PostgreSQL adds the vectors still waiting to its graph."""
-        self._vectors().warm(self._ns(namespace))
+        self._vectors().warm(self.namespace_for(namespace))
 
     # --- writes ----------------------------------------------------------------------------
     def store(
@@ -156,7 +156,7 @@ class StellarMemory:
         principal: Principal | str | None = None,
     ) -> list[Memory]:
         """Store a batch in one transaction: texts, or mappings of ``store`` keyword arguments."""
-        ns, who = self._ns(namespace), self._who(principal)
+        ns, who = self.namespace_for(namespace), self._who(principal)
         limit = self.settings.max_content_chars
         drafts = [check.draft(item, limit) for item in check.items(items)]
         if not drafts:
@@ -191,7 +191,7 @@ class StellarMemory:
         principal: Principal | str | None = None,
     ) -> Memory:
         """Change the given fields of a memory; the rest stays as it is."""
-        ns, who = self._ns(namespace), self._who(principal)
+        ns, who = self.namespace_for(namespace), self._who(principal)
         now = self.clock.now()
         values: dict[str, Any] = {}
         vector = None
@@ -224,7 +224,7 @@ class StellarMemory:
         principal: Principal | str | None = None,
     ) -> Memory:
         """Forget a memory: it becomes a tombstone, invisible to recall and get, purged later."""
-        ns, who = self._ns(namespace), self._who(principal)
+        ns, who = self.namespace_for(namespace), self._who(principal)
         now = self.clock.now()
         with self.db.write() as conn:
             gone = writes.forget(conn, self.db.dialect, ns, who, memory_id, self._hlc.tick, now, self._window)
@@ -242,7 +242,7 @@ class StellarMemory:
         principal: Principal | str | None = None,
     ) -> Link:
         """A directed, typed, weighted edge; linking a pair again with that kind sets the weight."""
-        ns, who = self._ns(namespace), self._who(principal)
+        ns, who = self.namespace_for(namespace), self._who(principal)
         if not isinstance(kind, str) or not kind.strip() or len(kind) > 64:
             raise ValidationError(f"invalid link kind {kind!r}: 1-64 characters")
         w, now = check.weight(weight), self.clock.now()
@@ -266,7 +266,7 @@ class StellarMemory:
         principal: Principal | str | None = None,
     ) -> ZonePolicy:
         """Give a namespace its own zone thresholds and/or capacities (others keep the defaults)."""
-        ns = self._ns(namespace)
+        ns = self.namespace_for(namespace)
         self._who(principal)
         config = {"thresholds": dict(thresholds or {}), "capacities": dict(capacities or {})}
         try:
@@ -290,7 +290,7 @@ class StellarMemory:
 
         ``context`` (text) adds a similarity-to-context term to every memory's score.
         """
-        ns, who = self._ns(namespace), self._who(principal)
+        ns, who = self.namespace_for(namespace), self._who(principal)
         self._recalls.flush()  # scores must see every recall so far
         ctx = None
         if context is not None:
@@ -320,7 +320,7 @@ class StellarMemory:
     ) -> ForgetReport:
         """Forget the memories idle in Cloud long enough for their importance, and purge old
         tombstones, with zones as the last reorbit left them (``reorbit`` does this too)."""
-        ns, who = self._ns(namespace), self._who(principal)
+        ns, who = self.namespace_for(namespace), self._who(principal)
         started = time.perf_counter()
         self._recalls.flush()  # a memory recalled just now is not idle
         with self.db.write() as conn:
@@ -353,7 +353,7 @@ class StellarMemory:
         (creation time, datetime or epoch seconds), ``source_type``. ``expand`` adds linked
         memories of the hits, each scored below the hit that brought it.
         """
-        ns = self._ns(namespace)
+        ns = self.namespace_for(namespace)
         self._who(principal)
         text = check.content(query, self.settings.max_content_chars)
         k = check.positive_int(k, "k", 1000)
@@ -382,7 +382,7 @@ class StellarMemory:
         principal: Principal | str | None = None,
     ) -> Memory:
         """One live memory by id; ``NotFoundError`` if absent, forgotten or in another namespace."""
-        ns = self._ns(namespace)
+        ns = self.namespace_for(namespace)
         self._who(principal)
 
         def load() -> Memory:
@@ -397,7 +397,7 @@ class StellarMemory:
         self, thread: str, *, namespace: str | None = None, principal: Principal | str | None = None
     ) -> list[Memory]:
         """The live memories of a thread (conversation, session, document) in position order."""
-        ns = self._ns(namespace)
+        ns = self.namespace_for(namespace)
         self._who(principal)
         check.thread(thread, None)
         with self.db.read() as conn:
@@ -414,7 +414,7 @@ class StellarMemory:
         principal: Principal | str | None = None,
     ) -> list[Link]:
         """Edges from (``out``), to (``in``) or either way (``both``) of a memory."""
-        ns = self._ns(namespace)
+        ns = self.namespace_for(namespace)
         self._who(principal)
         if direction not in ("out", "in", "both"):
             raise ValidationError("direction must be 'out', 'in' or 'both'")
@@ -424,7 +424,7 @@ class StellarMemory:
 
     def stats(self, *, namespace: str | None = None, principal: Principal | str | None = None) -> Stats:
         """Counts, zone sizes and mean score of a namespace."""
-        ns = self._ns(namespace)
+        ns = self.namespace_for(namespace)
         self._who(principal)
         self._recalls.flush()
         with self.db.read() as conn:
@@ -457,7 +457,7 @@ class StellarMemory:
 
     def zone_policy(self, namespace: str | None = None) -> ZonePolicy:
         """The namespace's zone thresholds and capacities."""
-        ns = self._ns(namespace)
+        ns = self.namespace_for(namespace)
         with self.db.read() as conn:
             config = conn.execute(
                 sa.select(namespace_config.c.config).where(namespace_config.c.namespace == ns)
@@ -473,7 +473,8 @@ class StellarMemory:
         return self.settings.thread_context_window
 
     # --- internals -------------------------------------------------------------------------
-    def _ns(self, namespace: str | None) -> str:
+    def namespace_for(self, namespace: str | None) -> str:
+        """The namespace a call acts on: the one given (checked), else this instance's."""
         return self.namespace if namespace is None else check.namespace(namespace)
 
     def _who(self, principal: Principal | str | None) -> Principal:
@@ -544,7 +545,7 @@ class StellarMemory:
         All in one transaction, checked whole first. Memories whose id exists already, or whose
         content exists in the same thread, are skipped; so are links whose ends are not live.
         """
-        ns, who = self._ns(namespace), self._who(principal)
+        ns, who = self.namespace_for(namespace), self._who(principal)
         wanted = [replace(x, namespace=ns) for x in items]
         edges = list(links)
         for x in wanted:
@@ -567,7 +568,7 @@ class StellarMemory:
         from stellar_core.portability import export_namespace
 
         self._who(principal)
-        return export_namespace(self, self._ns(namespace))
+        return export_namespace(self, self.namespace_for(namespace))
 
     def import_(
         self,
@@ -586,7 +587,7 @@ class StellarMemory:
             if isinstance(document, Mapping)
             else None
         )
-        return import_namespace(self, document, self._ns(ns), self._who(principal))
+        return import_namespace(self, document, self.namespace_for(ns), self._who(principal))
 
 
 def _url_for(location: str | Path) -> str:

@@ -78,7 +78,7 @@ def summarise(
     ``summary_min_chars``, ``max_chars`` (the longest summary) to ``summary_max_chars``.
     """
     s = mem.settings
-    ns = mem.namespace if namespace is None else check.namespace(namespace)
+    ns = mem.namespace_for(namespace)
     least = s.summary_min_chars if min_chars is None else check.positive_int(min_chars, "min_chars", 10**9)
     limit = s.max_content_chars
     most = s.summary_max_chars if max_chars is None else check.positive_int(max_chars, "max_chars", limit)

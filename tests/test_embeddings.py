@@ -8,7 +8,7 @@ import re
 import socket
 import threading
 from collections.abc import Iterator, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import numpy as np
@@ -16,6 +16,7 @@ import pytest
 
 from stellar_core import ConfigurationError, Embedder, OpenAIEmbedder, Settings, TransientError
 from stellar_core.embeddings import CachedEmbedder, EmbeddingError, embedder_from_settings
+from tests.sites import JsonHandler
 
 DIM = 32
 
@@ -34,7 +35,7 @@ def unit(rows: Sequence[Sequence[float]]) -> np.ndarray:
     return a / np.linalg.norm(a, axis=1, keepdims=True)
 
 
-class EmbeddingsHandler(BaseHTTPRequestHandler):
+class EmbeddingsHandler(JsonHandler):
     """``POST /v1/embeddings`` as OpenAI speaks it; ``server.mode`` switches failures on."""
 
     server: EmbeddingsServer
@@ -70,19 +71,6 @@ class EmbeddingsHandler(BaseHTTPRequestHandler):
                 "usage": {"prompt_tokens": 1, "total_tokens": 1},
             },
         )
-
-    def _send(self, status: int, payload: dict[str, Any]) -> None:
-        self._send_raw(status, json.dumps(payload).encode())
-
-    def _send_raw(self, status: int, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:  # keep test output clean
-        pass
 
 
 class EmbeddingsServer(ThreadingHTTPServer):

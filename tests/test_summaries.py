@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -24,7 +24,7 @@ from stellar_core import (
     TransientError,
     ValidationError,
 )
-from stellar_core.connectors.sources import content_hash, forget_source, ingest_document, source_memories
+from stellar_core.connectors.sources import forget_source, ingest_document, source_memories
 from stellar_core.errors import NotFoundError, SummarizerError
 from stellar_core.models import Memory
 from stellar_core.store.schema import changes
@@ -37,7 +37,9 @@ from stellar_core.summarize import (
     split_sentences,
     summarizer_for,
 )
+from stellar_core.validation import content_hash
 from tests.conftest import MemoryFactory
+from tests.sites import JsonHandler
 
 STATION = """# Skarvik ground station
 
@@ -130,7 +132,7 @@ def first_sentence(text: str) -> str:
     return found.group(0) if found else prose
 
 
-class ChatHandler(BaseHTTPRequestHandler):
+class ChatHandler(JsonHandler):
     """``POST /v1/chat/completions`` as OpenAI speaks it; the reply is the text's first sentence."""
 
     server: ChatServer
@@ -175,19 +177,6 @@ class ChatHandler(BaseHTTPRequestHandler):
                 ],
             },
         )
-
-    def _send(self, status: int, payload: dict[str, Any]) -> None:
-        self._send_raw(status, json.dumps(payload).encode())
-
-    def _send_raw(self, status: int, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:  # keep test output clean
-        pass
 
 
 class ChatServer(ThreadingHTTPServer):

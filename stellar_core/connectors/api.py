@@ -66,7 +66,7 @@ def ingest_api(
     to no list or object, ...) or ``SourceUnavailable`` (try later).
     """
     check.importance(importance)
-    ns = mem.namespace if namespace is None else check.namespace(namespace)
+    ns = mem.namespace_for(namespace)
     _check(source)
     state_key = "http:" + hashlib.sha256(f"{ns} {source.url}".encode()).hexdigest()[:40]
     shape = _shape(source)

@@ -38,10 +38,6 @@ class Document:
     metadata: Mapping[str, Any] = field(default_factory=dict)  # copied onto every chunk
 
 
-def content_hash(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 GROUP_CHUNKS = 256  # chunks stored per store_many: one embedding batch, one transaction
 
 
@@ -63,7 +59,7 @@ def ingest_document(
 ) -> IngestResult:
     """Store a document's chunks unless they are already there; replace a changed version.
     Raises ``PermanentError`` if the document cannot be stored (nothing stored is touched)."""
-    ns = _namespace(mem, namespace)
+    ns = mem.namespace_for(namespace)
     plan = _plan(mem, ns, doc, max_chars or mem.settings.chunk_max_chars)
     if isinstance(plan, IngestResult):
         return plan
@@ -81,7 +77,7 @@ def ingest_documents(
     """Many documents, the changed ones stored a group at a time: the embedding model is several
     times faster per text in one batch of 64 than in a document's three. A document that
     cannot be stored is reported in ``skipped``; the others go on."""
-    ns = _namespace(mem, namespace)
+    ns = mem.namespace_for(namespace)
     limit = max_chars or mem.settings.chunk_max_chars
     result, group = IngestResult(), list[_Plan]()
     for doc in docs:
@@ -104,7 +100,7 @@ def _plan(mem: StellarMemory, ns: str, doc: Document, max_chars: int) -> _Plan |
     """What storing ``doc`` takes, or the result if it is unchanged."""
     if len(doc.key) > check.MAX_SOURCE_URL:
         raise ValidationError(f"source key longer than {check.MAX_SOURCE_URL} characters")
-    digest = content_hash(doc.text)
+    digest = check.content_hash(doc.text)
     old = source_memories(mem, doc.type, doc.key, ns)
     if old and all(x.metadata.get("source_hash") == digest for x in old):
         return IngestResult(sources=1, chunks=len(old), unchanged=1)
@@ -165,7 +161,7 @@ def _store(mem: StellarMemory, ns: str, group: list[_Plan], importance: float) -
 
 def forget_source(mem: StellarMemory, source_type: str, key: str, namespace: str | None = None) -> int:
     """Forget every memory of a source that is gone; how many were forgotten."""
-    ns = _namespace(mem, namespace)
+    ns = mem.namespace_for(namespace)
     gone = source_memories(mem, source_type, key, ns)
     for x in gone:
         mem.forget(x.id, namespace=ns)
@@ -183,7 +179,7 @@ def source_keys(
     mem: StellarMemory, source_type: str, namespace: str | None = None, prefix: str = ""
 ) -> set[str]:
     """Keys of the sources of a type that have live memories (optionally under a key prefix)."""
-    ns = _namespace(mem, namespace)
+    ns = mem.namespace_for(namespace)
     q = sa.select(m.source_url).where(live(ns), m.source_type == source_type).distinct()
     if prefix:
         q = q.where(m.source_url.startswith(prefix, autoescape=True))
@@ -196,7 +192,3 @@ def _thread_name(key: str) -> str:
     if len(key) <= 256:
         return key
     return f"{key[:200]}…{hashlib.sha256(key.encode()).hexdigest()[:32]}"
-
-
-def _namespace(mem: StellarMemory, namespace: str | None) -> str:
-    return mem.namespace if namespace is None else check.namespace(namespace)

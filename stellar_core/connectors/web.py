@@ -34,7 +34,7 @@ def ingest_url(
     address, 4xx, not text, too large, no text found) or ``SourceUnavailable`` (try later).
     """
     check.importance(importance)
-    ns = mem.namespace if namespace is None else check.namespace(namespace)
+    ns = mem.namespace_for(namespace)
     page = fetch(url, mem.settings, accept=ACCEPT)
     if page is None:  # only a conditional request gets a 304, and this one is not
         raise SourceError(f"{url}: unexpected 304 Not Modified")
@@ -62,7 +62,7 @@ def ingest_urls(
     the embedding model) are raised: every following page would fail the same way.
     """
     check.importance(importance)
-    ns = mem.namespace if namespace is None else check.namespace(namespace)
+    ns = mem.namespace_for(namespace)
     result = IngestResult()
     for url in urls:
         try:
