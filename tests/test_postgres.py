@@ -5,6 +5,7 @@ backends by test_store, test_lifecycle and test_recall.)"""
 from __future__ import annotations
 
 import multiprocessing
+import random
 import time
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from stellar_core import Settings, StellarMemory
-from stellar_core.search import pgvector
+from stellar_core.search import pgtext, pgvector
 from tests.fakes import HashEmbedder
 from tests.services import Postgres
 
@@ -118,3 +119,66 @@ def test_pool_settings_reach_the_engine(open_memory, backend) -> None:
     pool = open_memory(embedder=HashEmbedder(), settings=s).db.engine.pool
     assert (pool.size(), pool._max_overflow, pool._timeout, pool._recycle) == (3, 2, 7.5, 600)  # type: ignore[attr-defined]
     assert pool._pre_ping is True  # type: ignore[attr-defined]
+
+
+def _zipf_texts(n: int, seed: int = 7) -> list[str]:
+    """Sentences over a small vocabulary with a long head: common words and rare ones."""
+    rng = random.Random(seed)
+    words = [f"w{i}x" for i in range(80)]
+    weights = [1 / (i + 1) for i in range(80)]
+    return [" ".join(rng.choices(words, weights, k=rng.randint(4, 12))) for _ in range(n)]
+
+
+def _term_rows(conn: sa.Connection, sql: str) -> set[tuple[object, ...]]:
+    return {tuple(r) for r in conn.exec_driver_sql(sql)}
+
+
+def test_term_statistics_stay_exact_through_every_write(open_memory, backend) -> None:
+    mem = open_memory(embedder=HashEmbedder())
+    texts = _zipf_texts(200)
+    stored = mem.store_many([{"content": t, "thread": f"t{i % 9}"} for i, t in enumerate(texts)])
+    mem.update(stored[3].id, content="w1x w1x w1x an entirely new text")
+    for m in stored[10:40]:
+        mem.forget(m.id)
+    mem.store_many(_zipf_texts(50, seed=8))
+    with mem.db.read() as conn:
+        kept = _term_rows(conn, "SELECT namespace, lexeme, docs FROM text_terms WHERE docs > 0")
+        actual = _term_rows(
+            conn,
+            "SELECT t.namespace, u.lexeme, count(*) FROM memory_text t, unnest(t.doc) u "
+            "GROUP BY t.namespace, u.lexeme",
+        )
+        assert kept == actual
+        loose = conn.exec_driver_sql(  # the bounds hold for every memory
+            "SELECT count(*) FROM memory_text t, unnest(t.doc) u JOIN text_terms s ON s.lexeme = u.lexeme "
+            "WHERE s.namespace = t.namespace AND (s.min_length > t.length "
+            "OR s.max_content < cardinality(array_positions(u.weights, 'A')) "
+            "OR s.max_context < cardinality(u.weights) - cardinality(array_positions(u.weights, 'A')))"
+        ).scalar_one()
+    assert loose == 0
+
+
+def test_the_pruned_lexical_search_finds_the_exhaustive_top(open_memory, backend, monkeypatch) -> None:
+    mem = open_memory(embedder=HashEmbedder())
+    texts = _zipf_texts(1_500)
+    mem.store_many([{"content": t, "thread": f"t{i // 20}"} for i, t in enumerate(texts)])
+    rng = random.Random(3)
+    queries = [" ".join(rng.sample(texts, 1)[0].split()[:3]) for _ in range(60)]
+    queries += [f"w0x w1x w{i}x" for i in range(2, 40)]
+    seen = _statements(mem)
+    ns = mem.namespace_for(None)
+
+    def search(exhaustive: bool, q: str) -> list[tuple[int, float]]:
+        monkeypatch.setattr(pgtext, "EXHAUSTIVE_POSTINGS", 10**9 if exhaustive else 0)
+        monkeypatch.setattr(pgtext, "RARE_POSTINGS", 40)
+        with mem.db.read() as conn:
+            return [(seq, round(score, 9)) for seq, score in pgtext.search(conn, ns, q.split(), 10, 0.3)]
+
+    stopped_early = 0
+    for q in queries:
+        before = len(seen)
+        pruned = search(False, q)
+        issued = [p["query"] for s, p in seen[before:] if "AS tsquery" in s]  # type: ignore[index]
+        stopped_early += "&" in issued[-1]  # its last level still needed several terms at once
+        assert pruned == search(True, q), q
+    assert stopped_early >= 10  # 24 of the 98 when written

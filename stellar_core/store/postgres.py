@@ -18,8 +18,6 @@ from sqlalchemy.engine import Engine
 from stellar_core.embeddings import Embedder
 from stellar_core.search.vector import VectorIndexes
 from stellar_core.settings import Settings
-from stellar_core.store.dialect import in_json_list, json_list
-from stellar_core.store.schema import memories, memory_text
 
 
 class BinaryVector:
@@ -131,24 +129,18 @@ class PostgresDialect:
         conn.execute(table.insert(), [{**r, "seq": seq} for r, seq in zip(rows, seqs, strict=True)])
         return seqs
 
-    # --- full text: tsvector + GIN for matching, BM25 computed in SQL for ranking -------------
+    # --- full text: search/pgtext.py ----------------------------------------------------------
     def text_index_put(
         self, conn: sa.Connection, namespace: str, rows: Sequence[tuple[int, str, str]]
     ) -> None:
-        """(Re)index rows of (seq, content, thread context) of one namespace."""
-        if not rows:
-            return
-        self.text_index_drop(conn, namespace, [r[0] for r in rows])
-        params = [{"seq": seq, "ns": namespace, "content": c, "context": x} for seq, c, x in rows]
-        conn.execute(_PUT_TEXT, params)
-        _add_stats(conn, namespace, [r[0] for r in rows], +1)
+        from stellar_core.search import pgtext
+
+        pgtext.put(conn, namespace, rows)
 
     def text_index_drop(self, conn: sa.Connection, namespace: str, seqs: Sequence[int]) -> None:
-        if not seqs:
-            return
-        _add_stats(conn, namespace, seqs, -1)
-        t = memory_text.c
-        conn.execute(memory_text.delete().where(in_json_list(t.seq, "seqs")), {"seqs": json_list(seqs)})
+        from stellar_core.search import pgtext
+
+        pgtext.drop(conn, namespace, seqs)
 
     def text_search(
         self,
@@ -159,89 +151,12 @@ class PostgresDialect:
         context_weight: float,
         where: sa.ColumnElement[bool] | None = None,
     ) -> list[tuple[int, float]]:
-        """BM25 top ``limit`` (seq, score) for any of ``terms`` (measured: ``ts_rank``, which
-        has no IDF, loses 0.04 R@10 on LoCoMo against it).
+        from stellar_core.search import pgtext
 
-        Terms are words (letters and digits only), so they are safe to OR into a tsquery.
-        """
-        if not terms:
-            return []
-        params = {
-            "ns": namespace,
-            "query": " | ".join(terms),
-            "text": " ".join(terms),
-            "context_weight": context_weight,
-            "limit": limit,
-            "k1": BM25_K1,
-            "b": BM25_B,
-        }
-        if where is None:
-            return [(int(seq), float(r)) for seq, r in conn.execute(_BM25, params)]
-        allowed = conn.execute(sa.select(memories.c.seq).where(memories.c.namespace == namespace, where))
-        params["seqs"] = json_list(allowed.scalars())
-        return [(int(seq), float(r)) for seq, r in conn.execute(_BM25_AMONG, params)]
+        return pgtext.search(conn, namespace, terms, limit, context_weight, where)
 
 
-BM25_K1, BM25_B = 1.2, 0.75  # the usual constants (FTS5's too)
 # In plain-SQL statements: the integers of the JSON list bound as :seqs (cf. in_json_list).
 SEQS_SQL = "SELECT CAST(value AS BIGINT) FROM jsonb_array_elements_text(CAST(:seqs AS jsonb)) AS value"
 
 _NEXT_SEQS = sa.text("SELECT nextval(pg_get_serial_sequence(:table, 'seq')) FROM generate_series(1, :n)")
-_PUT_TEXT = sa.text(
-    "INSERT INTO memory_text (seq, namespace, doc, length) "
-    "SELECT :seq, :ns, d.doc, coalesce((SELECT sum(array_length(u.positions, 1)) FROM unnest(d.doc) u), 0) "
-    "FROM (SELECT setweight(to_tsvector('english', :content), 'A') "
-    "|| setweight(to_tsvector('english', :context), 'B') AS doc) d"
-)
-
-
-def _add_stats(conn: sa.Connection, namespace: str, seqs: Sequence[int], sign: int) -> None:
-    """Add (or take away) rows' documents and tokens to the namespace's BM25 statistics."""
-    conn.execute(_ADD_STATS, {"ns": namespace, "seqs": json_list(seqs), "sign": sign})
-
-
-_ADD_STATS = sa.text(
-    "INSERT INTO text_stats (namespace, docs, length) "
-    "SELECT :ns, :sign * count(*), :sign * coalesce(sum(length), 0) FROM memory_text "
-    f"WHERE seq IN ({SEQS_SQL}) "
-    "ON CONFLICT (namespace) DO UPDATE "
-    "SET docs = text_stats.docs + excluded.docs, length = text_stats.length + excluded.length"
-)
-
-
-def _bm25_sql(restrict: str) -> sa.TextClause:
-    """BM25 as FTS5 computes it: per query lexeme, IDF (floored just above 0) times the
-    saturated, length-normalised frequency; a hit in the thread context counts
-    ``context_weight`` of a hit in the content. Every matching row is scored, as in FTS5."""
-    return sa.text(
-        f"""
-        WITH q AS (
-            SELECT to_tsquery('english', :query) AS query,
-                   tsvector_to_array(to_tsvector('english', :text)) AS lexemes
-        ), stats AS (
-            SELECT docs, greatest(length::float / greatest(docs, 1), 1) AS avgdl
-            FROM text_stats WHERE namespace = :ns
-        ), matched AS (
-            SELECT t.seq, t.doc, t.length FROM memory_text t, q
-            WHERE t.namespace = :ns AND t.doc @@ q.query {restrict}
-        ), hits AS (
-            SELECT m.seq, m.length, u.lexeme,
-                   sum(CASE WHEN w = 'A' THEN 1.0 ELSE :context_weight END) AS tf
-            FROM matched m, q, unnest(m.doc) u, unnest(u.weights) w
-            WHERE u.lexeme = ANY(q.lexemes)
-            GROUP BY m.seq, m.length, u.lexeme
-        ), df AS (
-            SELECT lexeme, count(*) AS n FROM hits GROUP BY lexeme
-        )
-        SELECT h.seq, sum(
-            greatest(ln((s.docs - df.n + 0.5) / (df.n + 0.5)), 1e-6)
-            * h.tf * (:k1 + 1) / (h.tf + :k1 * (1 - :b + :b * h.length / s.avgdl))
-        ) AS score
-        FROM hits h JOIN df USING (lexeme), stats s
-        GROUP BY h.seq ORDER BY score DESC, h.seq LIMIT :limit
-        """
-    )
-
-
-_BM25 = _bm25_sql("")
-_BM25_AMONG = _bm25_sql(f"AND t.seq IN ({SEQS_SQL})")
