@@ -55,7 +55,7 @@ def reorbit(
     conn.execute(memories.update().where(m.seq == o.seq).values(score=o.score, zone=o.new_zone))
     orbit.drop(conn)
     forgotten = _forget(conn, dialect, namespace, s, now, agent, hlc)
-    purged = _purge(conn, namespace, s, now, agent, hlc)
+    purged = _purge(conn, dialect, namespace, s, now, agent, hlc)
     zones = dict.fromkeys(Zone, 0)
     for zone, count in conn.execute(
         sa.select(m.zone, sa.func.count()).where(live(namespace)).group_by(m.zone)
@@ -79,7 +79,9 @@ def forget_idle(
 
     Zones are as the last reorbit left them, so this is the cheap pass a daily schedule runs.
     """
-    return _forget(conn, dialect, namespace, s, now, agent, hlc), _purge(conn, namespace, s, now, agent, hlc)
+    return _forget(conn, dialect, namespace, s, now, agent, hlc), _purge(
+        conn, dialect, namespace, s, now, agent, hlc
+    )
 
 
 def _temporary(conn: sa.Connection, name: str, *columns: sa.Column[Any]) -> sa.Table:
@@ -178,6 +180,7 @@ def _forget(
     lexical.reindex(conn, dialect, namespace, around, s.thread_context_window)
     outbox.record(
         conn,
+        dialect,
         [
             {
                 "namespace": namespace,
@@ -195,7 +198,15 @@ def _forget(
     return len(rows)
 
 
-def _purge(conn: sa.Connection, namespace: str, s: Settings, now: float, agent: str, hlc: ChangeStamp) -> int:
+def _purge(
+    conn: sa.Connection,
+    dialect: Dialect,
+    namespace: str,
+    s: Settings,
+    now: float,
+    agent: str,
+    hlc: ChangeStamp,
+) -> int:
     rows = conn.execute(
         memories.delete()
         .where(
@@ -211,6 +222,7 @@ def _purge(conn: sa.Connection, namespace: str, s: Settings, now: float, agent: 
         conn.execute(links.delete().where(sa.or_(links.c.source_id.in_(chunk), links.c.target_id.in_(chunk))))
     outbox.record(
         conn,
+        dialect,
         [
             {
                 "namespace": namespace,

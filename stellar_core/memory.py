@@ -37,7 +37,7 @@ from stellar_core.search.recall import recall as recall_pass
 from stellar_core.search.vector import VectorIndexes
 from stellar_core.settings import Settings
 from stellar_core.store.cache import NoCache, RedisCache
-from stellar_core.store.dialect import in_json_list, json_list
+from stellar_core.store.dialect import in_json_list, json_list, json_texts
 from stellar_core.store.engine import Database
 from stellar_core.store.records import fetch, live, m
 from stellar_core.store.schema import changes, memories, memory_vectors, meta, namespace_config
@@ -254,7 +254,7 @@ class StellarMemory:
             link = graph.put(conn, self.db.dialect, ns, Link(source_id, target_id, kind, w, now))
             payload = {"target_id": target_id, "kind": kind, "weight": w}
             event = writes.event(src, "link", who, self._hlc.tick(), src.vector_clock, payload, now)
-            outbox.record(conn, [event])
+            outbox.record(conn, self.db.dialect, [event])
         return link
 
     def configure_zones(
@@ -518,16 +518,14 @@ class StellarMemory:
 
     def _embed_for_store(self, ns: str, drafts: list[Draft]) -> np.ndarray:
         """Vectors for the drafts, reusing any stored for the same content in the namespace."""
-        hashes = list({d.content_hash for d in drafts})
-        known: dict[str, np.ndarray] = {}
+        hashes = json_texts({d.content_hash for d in drafts})
+        q = (
+            sa.select(m.content_hash, memory_vectors.c.embedding)
+            .join_from(memories, memory_vectors, memory_vectors.c.seq == m.seq)
+            .where(live(ns), in_json_list(m.content_hash, "hashes", sa.String()))
+        )
         with self.db.read() as conn:
-            for i in range(0, len(hashes), 900):
-                q = (
-                    sa.select(m.content_hash, memory_vectors.c.embedding)
-                    .join_from(memories, memory_vectors, memory_vectors.c.seq == m.seq)
-                    .where(live(ns), m.content_hash.in_(hashes[i : i + 900]))
-                )
-                known.update(conn.execute(q).all())
+            known: dict[str, np.ndarray] = dict(conn.execute(q, {"hashes": hashes}).tuples().all())
         todo = [d.content for d in drafts if d.content_hash not in known]
         fresh = iter(self.embedder.embed(todo)) if todo else iter(())
         return np.stack([known[d.content_hash] if d.content_hash in known else next(fresh) for d in drafts])

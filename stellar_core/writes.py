@@ -18,7 +18,7 @@ from stellar_core.models import Link, Memory, Principal
 from stellar_core.scoring import ZonePolicy, memory_score
 from stellar_core.search import lexical
 from stellar_core.settings import Settings
-from stellar_core.store.dialect import Dialect
+from stellar_core.store.dialect import Dialect, in_json_list, json_texts
 from stellar_core.store.records import fetch, live, m, put_tags, to_row
 from stellar_core.store.schema import memories, memory_tags, memory_vectors
 from stellar_core.sync import outbox
@@ -53,10 +53,8 @@ def from_drafts(
     A draft whose (thread, content) exists already in the namespace, or earlier in the batch,
     gets that memory (exact dedup). New ones without a position follow their thread's last one.
     """
-    hashes = list({d.content_hash for d in drafts})
-    found = {}
-    for i in range(0, len(hashes), 900):  # live(ns) + hash: the dedup index answers it
-        found.update(fetch(conn, live(ns) & m.content_hash.in_(hashes[i : i + 900])))
+    hashes = json_texts({d.content_hash for d in drafts})  # live(ns) + hash: the dedup index
+    found = fetch(conn, live(ns) & in_json_list(m.content_hash, "hashes", sa.String()), {"hashes": hashes})
     by_key = {(x.thread, x.content_hash): x for x in found.values()}
     next_pos = _next_positions(conn, ns, {d.thread for d in drafts if d.thread is not None})
     out: list[Memory] = []
@@ -95,13 +93,15 @@ def insert(
     if not rows:
         return
     seqs = dialect.insert_keyed(conn, memories, [to_row(x) for x, _ in rows])
-    conn.execute(
-        memory_vectors.insert(),
+    dialect.insert_many(
+        conn,
+        memory_vectors,
         [{"seq": seq, "embedding": vec} for seq, (_, vec) in zip(seqs, rows, strict=True)],
     )
-    put_tags(conn, ((seq, t) for (x, _), seq in zip(rows, seqs, strict=True) for t in x.tags))
+    put_tags(conn, dialect, ((seq, t) for (x, _), seq in zip(rows, seqs, strict=True) for t in x.tags))
     outbox.record(
         conn,
+        dialect,
         [
             {"namespace": x.namespace, "memory_id": x.id, "op": op, "agent": who.id,
              "hlc": x.hlc, "vector_clock": x.vector_clock, "payload": x.to_dict(),
@@ -168,7 +168,7 @@ def update(
         raise ValidationError("an identical memory already exists in this thread") from exc
     if tags is not None:
         conn.execute(memory_tags.delete().where(memory_tags.c.memory_seq == seq))
-        put_tags(conn, ((seq, t) for t in tags))
+        put_tags(conn, dialect, ((seq, t) for t in tags))
     if vector is not None:
         conn.execute(memory_vectors.update().where(memory_vectors.c.seq == seq).values(embedding=vector))
         lexical.reindex(conn, dialect, ns, [seq], window)
@@ -177,7 +177,7 @@ def update(
     changed = {"metadata" if k == "meta" else k for k in values} - {"updated_at", "last_access_at"}
     changed.add("tags")
     payload = {k: v for k, v in updated.to_dict().items() if k in changed}
-    outbox.record(conn, [event(updated, "update", who, updated.hlc, vc, payload, now)])
+    outbox.record(conn, dialect, [event(updated, "update", who, updated.hlc, vc, payload, now)])
     return updated
 
 
@@ -200,7 +200,7 @@ def forget(
     th, pos = current.thread, current.position
     place = [(th, pos)] if th is not None and pos is not None else []
     lexical.reindex(conn, dialect, ns, lexical.neighbours(conn, ns, place, window), window)
-    outbox.record(conn, [event(current, "forget", who, hlc, vc, {"reason": "requested"}, now)])
+    outbox.record(conn, dialect, [event(current, "forget", who, hlc, vc, {"reason": "requested"}, now)])
     return replace(current, deleted_at=now, hlc=hlc, vector_clock=vc)
 
 
@@ -231,7 +231,7 @@ def restore(
         new.append((x, vec))
     insert(conn, dialect, who, new, "import", now, window)
     added = graph.put_new(conn, dialect, ns, edges)
-    outbox.record(conn, [
+    outbox.record(conn, dialect, [
         {"namespace": ns, "memory_id": e.source_id, "op": "link", "agent": who.id, "hlc": stamp(),
          "vector_clock": {}, "created_at": now,
          "payload": {"target_id": e.target_id, "kind": e.kind, "weight": e.weight}}

@@ -48,7 +48,8 @@ def put(conn: sa.Connection, namespace: str, rows: Sequence[tuple[int, str, str]
     if not rows:
         return
     drop(conn, namespace, [r[0] for r in rows])
-    conn.execute(_PUT_TEXT, [{"seq": seq, "ns": namespace, "content": c, "context": x} for seq, c, x in rows])
+    seqs, contents, contexts = (list(column) for column in zip(*rows, strict=True))
+    conn.execute(_PUT_TEXT, {"ns": namespace, "seqs": seqs, "contents": contents, "contexts": contexts})
     _add_statistics(conn, namespace, [r[0] for r in rows], +1)
 
 
@@ -200,11 +201,13 @@ def _score_sql(restrict: str) -> sa.TextClause:
 _SCORE = _score_sql("")
 _SCORE_AMONG = _score_sql(f"AND t.seq IN ({SEQS_SQL})")
 
-_PUT_TEXT = sa.text(
+_PUT_TEXT = sa.text(  # one statement for the batch: arrays, not a statement per row
     "INSERT INTO memory_text (seq, namespace, doc, length) "
-    "SELECT :seq, :ns, d.doc, coalesce((SELECT sum(array_length(u.positions, 1)) FROM unnest(d.doc) u), 0) "
-    "FROM (SELECT setweight(to_tsvector('english', :content), 'A') "
-    "|| setweight(to_tsvector('english', :context), 'B') AS doc) d"
+    "SELECT r.seq, :ns, d.doc, coalesce((SELECT sum(array_length(u.positions, 1)) FROM unnest(d.doc) u), 0) "
+    "FROM unnest(CAST(:seqs AS bigint[]), CAST(:contents AS text[]), CAST(:contexts AS text[])) "
+    "AS r(seq, content, context), "
+    "LATERAL (SELECT setweight(to_tsvector('english', r.content), 'A') "
+    "|| setweight(to_tsvector('english', r.context), 'B') AS doc) d"
 )
 _ADD_STATS = sa.text(
     "INSERT INTO text_stats (namespace, docs, length) "

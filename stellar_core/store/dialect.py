@@ -59,6 +59,9 @@ class Dialect(Protocol):
     def insert_keyed(self, conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> list[int]:
         """Insert rows into a table keyed by an autoincrementing ``seq``; their seqs, in order."""
 
+    def insert_many(self, conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert rows (dicts with the same keys) the fastest way the database has."""
+
     def text_index_put(
         self, conn: sa.Connection, namespace: str, rows: Sequence[tuple[int, str, str]]
     ) -> None:
@@ -85,7 +88,7 @@ def namespace_token(namespace: str) -> str:
 
 
 class _json_ints(FunctionElement[Any]):
-    """The integers of a JSON list parameter as rows of one column, ``value``."""
+    """The values of a JSON list parameter as rows of one column, ``value``."""
 
     name = "json_ints"
     inherit_cache = True
@@ -101,20 +104,30 @@ def _json_ints_postgresql(element: _json_ints, compiler: Any, **kw: Any) -> str:
     return f"jsonb_array_elements_text(CAST({compiler.process(element.clauses, **kw)} AS jsonb)) AS value"
 
 
-def in_json_list(column: sa.ColumnElement[Any], name: str) -> sa.ColumnElement[bool]:
-    """``column IN`` the integers of a JSON list bound as parameter ``name``.
+def in_json_list(
+    column: sa.ColumnElement[Any], name: str, of: sa.types.TypeEngine[Any] | None = None
+) -> sa.ColumnElement[bool]:
+    """``column IN`` the values (integers, or ``of`` another type) of a JSON list bound as
+    parameter ``name``.
 
     One parameter, so a statement using it can be built once: an expanded IN list is
-    rebuilt and recompiled per call and costs more than the query on the recall path.
+    rebuilt and recompiled per call and costs more than the query on the recall path. And
+    PostgreSQL probes an index per value of it, where the generic plan of a 900-parameter IN
+    list scanned the whole namespace (measured: 0.28 s per 1,000 stores at 13k memories).
     """
-    value = sa.cast(sa.column("value"), sa.BigInteger)
+    value = sa.cast(sa.column("value"), of if of is not None else sa.BigInteger())
     values: sa.Select[Any] = sa.select(value).select_from(_json_ints(sa.bindparam(name, type_=sa.String)))
     return column.in_(values)
 
 
 def json_list(values: Iterable[int]) -> str:
-    """The value for an ``in_json_list`` parameter."""
+    """The value for an ``in_json_list`` parameter of integers."""
     return json.dumps([int(v) for v in values])
+
+
+def json_texts(values: Iterable[str]) -> str:
+    """The value for an ``in_json_list`` parameter of strings."""
+    return json.dumps(list(values))
 
 
 def dialect_for(url: sa.URL, settings: Settings) -> Dialect:

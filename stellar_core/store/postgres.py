@@ -12,12 +12,14 @@ import psycopg
 import sqlalchemy as sa
 from psycopg.adapt import Dumper
 from psycopg.pq import Format
+from psycopg.types.json import Jsonb
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Engine
 
 from stellar_core.embeddings import Embedder
 from stellar_core.search.vector import VectorIndexes
 from stellar_core.settings import Settings
+from stellar_core.store.schema import Embedding
 
 
 class BinaryVector:
@@ -59,6 +61,25 @@ class VectorType(sa.types.UserDefinedType[Any]):
 
         return load
 
+
+def _binary_copy(table: sa.Table, names: Sequence[str], rows: Sequence[dict[str, Any]]) -> bytes:
+    """Rows of BIGINT and vector columns in COPY's binary format: vectors go as raw floats,
+    where text would cost 0.3 ms a row to format."""
+    out = [_COPY_SIGNATURE]
+    for r in rows:
+        out.append(struct.pack(">h", len(names)))
+        for n in names:
+            value = r[n]
+            if isinstance(table.c[n].type, Embedding):
+                a = np.asarray(value, dtype=">f4")
+                out.append(struct.pack(">iHH", 4 + 4 * a.shape[0], a.shape[0], 0) + a.tobytes())
+            else:
+                out.append(struct.pack(">iq", 8, value))
+    out.append(b"\xff\xff")
+    return b"".join(out)
+
+
+_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 
 # Any constant shared by every Stellar process: they queue on it while one migrates.
 _MIGRATION_LOCK = 0x5E11A12
@@ -122,12 +143,27 @@ class PostgresDialect:
         return postgresql.insert(table)
 
     def insert_keyed(self, conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> list[int]:
-        """Seqs drawn from the sequence first, then a pipelined executemany: one statement
-        psycopg parses once, where a multi-row INSERT ... RETURNING is a new 25,000-parameter
-        statement per batch (measured: parsing it cost 0.35 ms a row)."""
+        """Seqs drawn from the sequence first, then the rows by COPY."""
         seqs = list(conn.execute(_NEXT_SEQS.bindparams(table=table.name, n=len(rows))).scalars())
-        conn.execute(table.insert(), [{**r, "seq": seq} for r, seq in zip(rows, seqs, strict=True)])
+        self.insert_many(conn, table, [{**r, "seq": seq} for r, seq in zip(rows, seqs, strict=True)])
         return seqs
+
+    def insert_many(self, conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
+        """COPY: one stream per table and batch. Even a pipelined executemany cost a statement
+        per row, in psycopg (half of a batch insert's client time) and in the server."""
+        if not rows:
+            return
+        names = list(rows[0])
+        columns = ", ".join(f'"{n}"' for n in names)
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        if any(isinstance(table.c[n].type, Embedding) for n in names):
+            with cursor.copy(f"COPY {table.name} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.write(_binary_copy(table, names, rows))
+            return
+        json = [isinstance(table.c[n].type, sa.JSON) for n in names]
+        with cursor.copy(f"COPY {table.name} ({columns}) FROM STDIN") as copy:
+            for r in rows:
+                copy.write_row([Jsonb(r[n]) if j else r[n] for n, j in zip(names, json, strict=True)])
 
     # --- full text: search/pgtext.py ----------------------------------------------------------
     def text_index_put(

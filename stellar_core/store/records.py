@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from stellar_core.models import Memory, Source, Zone
-from stellar_core.store.dialect import in_json_list, json_list
+from stellar_core.store.dialect import Dialect, in_json_list, json_list
 from stellar_core.store.schema import memories, memory_tags
 
 m = memories.c
@@ -88,9 +88,11 @@ def to_row(mem: Memory) -> dict[str, Any]:
     }
 
 
-def fetch(conn: sa.Connection, where: sa.ColumnElement[bool]) -> dict[int, Memory]:
-    """Memories matching ``where``, keyed by seq, with their tags."""
-    return _with_tags(conn, conn.execute(sa.select(m.seq, *MEMORY_COLUMNS).where(where)).all())
+def fetch(
+    conn: sa.Connection, where: sa.ColumnElement[bool], params: dict[str, Any] | None = None
+) -> dict[int, Memory]:
+    """Memories matching ``where`` (with its bound ``params``), keyed by seq, with their tags."""
+    return _with_tags(conn, conn.execute(sa.select(m.seq, *MEMORY_COLUMNS).where(where), params).all())
 
 
 def fetch_seqs(conn: sa.Connection, seqs: Sequence[int]) -> dict[int, Memory]:
@@ -113,8 +115,6 @@ _TAGS_OF = sa.select(memory_tags.c.memory_seq, memory_tags.c.tag).where(
 )
 
 
-def put_tags(conn: sa.Connection, pairs: Iterable[tuple[int, str]]) -> None:
+def put_tags(conn: sa.Connection, dialect: Dialect, pairs: Iterable[tuple[int, str]]) -> None:
     """Insert (seq, tag) pairs."""
-    rows = [{"memory_seq": s, "tag": t} for s, t in pairs]
-    if rows:
-        conn.execute(memory_tags.insert(), rows)
+    dialect.insert_many(conn, memory_tags, [{"memory_seq": s, "tag": t} for s, t in pairs])

@@ -100,6 +100,10 @@ class SqliteDialect:
         )
         return [returned[r["id"]] for r in rows]
 
+    def insert_many(self, conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            conn.execute(table.insert(), list(rows))
+
     # --- full text: one FTS5 table per namespace, rowid = memories.seq -----------------
     def _text_table(self, conn: sa.Connection, namespace: str, create: bool) -> str | None:
         """The namespace's full-text table; created on first write, None if it has none yet."""

@@ -11,14 +11,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from stellar_core.store.dialect import Dialect
 from stellar_core.store.schema import changes
 
 
-def record(conn: sa.Connection, events: Sequence[dict[str, Any]]) -> None:
+def record(conn: sa.Connection, dialect: Dialect, events: Sequence[dict[str, Any]]) -> None:
     """Append change events (dicts of namespace, memory_id, op, agent, hlc, vector_clock,
     payload, created_at)."""
-    if events:
-        conn.execute(changes.insert(), list(events))
+    dialect.insert_many(conn, changes, events)
 
 
 def since(conn: sa.Connection, namespace: str, seq: int) -> list[tuple[int, str, str]]:
