@@ -172,7 +172,8 @@ class StellarMemory:
                     )
                     rows = [(out[i], vectors[i]) for i in new]
                     writes.insert(conn, self.db.dialect, who, rows, "store", now, self._window)
-                    return out
+                self.db.added(len(rows))
+                return out
             except sa.exc.IntegrityError:
                 if attempt:  # a concurrent writer stored the same content; pick it up
                     raise
@@ -522,7 +523,7 @@ class StellarMemory:
         q = (
             sa.select(m.content_hash, memory_vectors.c.embedding)
             .join_from(memories, memory_vectors, memory_vectors.c.seq == m.seq)
-            .where(live(ns), in_json_list(m.content_hash, "hashes", sa.String()))
+            .where(live(ns), in_json_list(m.content_hash, "hashes", texts=True))
         )
         with self.db.read() as conn:
             known: dict[str, np.ndarray] = dict(conn.execute(q, {"hashes": hashes}).tuples().all())

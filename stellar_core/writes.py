@@ -54,7 +54,7 @@ def from_drafts(
     gets that memory (exact dedup). New ones without a position follow their thread's last one.
     """
     hashes = json_texts({d.content_hash for d in drafts})  # live(ns) + hash: the dedup index
-    found = fetch(conn, live(ns) & in_json_list(m.content_hash, "hashes", sa.String()), {"hashes": hashes})
+    found = fetch(conn, live(ns) & in_json_list(m.content_hash, "hashes", texts=True), {"hashes": hashes})
     by_key = {(x.thread, x.content_hash): x for x in found.values()}
     next_pos = _next_positions(conn, ns, {d.thread for d in drafts if d.thread is not None})
     out: list[Memory] = []

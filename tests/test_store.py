@@ -720,3 +720,22 @@ def test_upkeep_folds_the_write_ahead_log_into_the_database(mem: StellarMemory) 
     mem._upkeep.run_once()  # what the background thread does every few seconds
     assert db_file.stat().st_size > before
     assert mem.db.checkpoint() == 0  # nothing left over
+
+
+def test_a_bulk_load_refreshes_the_planner_statistics(open_memory, backend) -> None:
+    """A new database's statistics say it is empty; after a bulk load that would send the
+    planner scanning whole namespaces to look up one batch's content hashes."""
+    mem = open_memory()
+    mem.store_many([f"bulk loaded note {i}" for i in range(1_500)])
+    with mem.db.read() as conn:
+        if backend == "sqlite":
+            planned = int(
+                conn.exec_driver_sql("SELECT stat FROM sqlite_stat1 WHERE tbl = 'memories'")
+                .scalar()
+                .split()[0]
+            )
+        else:
+            planned = conn.exec_driver_sql(
+                "SELECT reltuples FROM pg_class WHERE relname = 'memories'"
+            ).scalar()
+    assert planned >= 1_000

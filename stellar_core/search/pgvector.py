@@ -78,6 +78,9 @@ class PgVectorIndexes:
             self.rebuild()
         while self.index_pending(INDEX_BATCH):
             pass
+        if waiting:  # statistics from before, with most vectors waiting, make the planner
+            with self._db.write() as conn:  # scan the table for the exact arm
+                conn.exec_driver_sql("ANALYZE memory_vectors")
 
     def rebuild(self) -> None:
         """Drop the graph, mark every vector indexed, build the graph over all of them.

@@ -133,7 +133,9 @@ class PostgresDialect:
             conn.execute(sa.text(f"SELECT {fn}(hashtextextended(:key, 0))"), {"key": "stellar-ns:" + ns})
 
     def refresh_statistics(self, conn: sa.Connection) -> None:
-        conn.exec_driver_sql("ANALYZE memories")
+        """Every table: with one of a join analysed and the other not, the planner took the
+        HNSW search for a sort of the whole table."""
+        conn.exec_driver_sql("ANALYZE")
 
     def checkpoint(self, conn: sa.Connection) -> int:
         """The server checkpoints on its own."""
