@@ -47,10 +47,10 @@ def put(conn: sa.Connection, namespace: str, rows: Sequence[tuple[int, str, str]
     """(Re)index rows of (seq, content, thread context) of one namespace."""
     if not rows:
         return
-    drop(conn, namespace, [r[0] for r in rows])
     seqs, contents, contexts = (list(column) for column in zip(*rows, strict=True))
+    drop(conn, namespace, seqs)
     conn.execute(_PUT_TEXT, {"ns": namespace, "seqs": seqs, "contents": contents, "contexts": contexts})
-    _add_statistics(conn, namespace, [r[0] for r in rows], +1)
+    _add_statistics(conn, namespace, seqs, +1)
 
 
 def drop(conn: sa.Connection, namespace: str, seqs: Sequence[int]) -> None:
@@ -95,15 +95,14 @@ def search(
     if sum(t.docs for t in terms) <= EXHAUSTIVE_POSTINGS:
         return score(_any(terms))
 
-    rare: list[Term] = []
-    for t in terms:
-        if sum(r.docs for r in rare) + t.docs > RARE_POSTINGS:
-            break
-        rare.append(t)
-    common = terms[len(rare) :]
+    rare, postings = 0, 0  # terms[:rare] match alone
+    while rare < len(terms) and postings + terms[rare].docs <= RARE_POSTINGS:
+        postings += terms[rare].docs
+        rare += 1
+    common = terms[rare:]
     bounds = sorted((t.bound for t in common), reverse=True)
-    for s in _levels(common, limit - sum(r.docs for r in rare), docs):
-        clauses = [_any([t]) for t in rare] + ["(" + _all(c) + ")" for c in combinations(common, s)]
+    for s in _levels(common, limit - postings, docs):
+        clauses = [_any([t]) for t in terms[:rare]] + ["(" + _all(c) + ")" for c in combinations(common, s)]
         hits = score(" | ".join(clauses))
         theta = hits[limit - 1][1] if len(hits) >= limit else 0.0
         if s == 1 or theta > sum(bounds[: s - 1]) * (1 + 1e-9):
@@ -157,15 +156,11 @@ class _Scorer:
         }
 
     def __call__(self, query: str, seqs: str | None = None) -> list[tuple[int, float]]:
-        sql, params = (
-            (_SCORE, {**self._params, "query": query})
-            if seqs is None
-            else (
-                _SCORE_AMONG,
-                {**self._params, "query": query, "seqs": seqs},
-            )
-        )
-        return [(int(seq), float(score)) for seq, score in self._conn.execute(sql, params)]
+        if seqs is None:
+            rows = self._conn.execute(_SCORE, {**self._params, "query": query})
+        else:
+            rows = self._conn.execute(_SCORE_AMONG, {**self._params, "query": query, "seqs": seqs})
+        return [(int(seq), float(score)) for seq, score in rows]
 
 
 # Lexemes are bound as they are (CAST to tsquery, not to_tsquery, which would stem them again).

@@ -65,16 +65,16 @@ class VectorType(sa.types.UserDefinedType[Any]):
 def _binary_copy(table: sa.Table, names: Sequence[str], rows: Sequence[dict[str, Any]]) -> bytes:
     """Rows of BIGINT and vector columns in COPY's binary format: vectors go as raw floats,
     where text would cost 0.3 ms a row to format."""
+    vector = [isinstance(table.c[n].type, Embedding) for n in names]
     out = [_COPY_SIGNATURE]
     for r in rows:
         out.append(struct.pack(">h", len(names)))
-        for n in names:
-            value = r[n]
-            if isinstance(table.c[n].type, Embedding):
-                a = np.asarray(value, dtype=">f4")
+        for n, is_vector in zip(names, vector, strict=True):
+            if is_vector:
+                a = np.asarray(r[n], dtype=">f4")
                 out.append(struct.pack(">iHH", 4 + 4 * a.shape[0], a.shape[0], 0) + a.tobytes())
             else:
-                out.append(struct.pack(">iq", 8, value))
+                out.append(struct.pack(">iq", 8, r[n]))
     out.append(b"\xff\xff")
     return b"".join(out)
 
