@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from stellar_core import SentenceTransformerEmbedder, StellarMemory, SteppingClock
+from stellar_core import SentenceTransformerEmbedder, Settings, StellarMemory, SteppingClock
 from stellar_core.embeddings import Embedder
 from tests.services import Postgres, Redis
+from tests.sites import Site
 
 MemoryFactory = Callable[..., StellarMemory]
 
@@ -124,3 +125,16 @@ def open_memory(
 def mem(open_memory: MemoryFactory) -> StellarMemory:
     """A fresh memory on a real SQLite file, with a stepping clock and no background thread."""
     return open_memory()
+
+
+@pytest.fixture
+def site() -> Iterator[Site]:
+    """A loopback HTTP site for the connector tests."""
+    with Site() as s:
+        yield s
+
+
+@pytest.fixture
+def allowed(open_memory: MemoryFactory, tmp_path: Path) -> StellarMemory:
+    """A memory that may fetch from the loopback test servers."""
+    return open_memory(tmp_path / "allowed.db", settings=Settings(web_allow_hosts=["127.0.0.1"]))

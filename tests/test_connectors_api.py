@@ -5,14 +5,13 @@ replaces its memory; items and responses that cannot be read are reported."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from stellar_core import Settings, StellarMemory
+from stellar_core import StellarMemory
 from stellar_core.connectors.api import ApiSource, ingest_api
 from stellar_core.errors import SourceError, ValidationError
 from tests.sites import Site, reply
@@ -55,17 +54,6 @@ class Endpoint:
             return
         headers = {"ETag": self.etag, "Last-Modified": self.modified}
         reply(json.dumps(self.body), "application/json", headers=headers)(h)
-
-
-@pytest.fixture
-def site() -> Iterator[Site]:
-    with Site() as s:
-        yield s
-
-
-@pytest.fixture
-def allowed(open_memory: MemoryFactory, tmp_path: Path) -> StellarMemory:
-    return open_memory(tmp_path / "allowed.db", settings=Settings(web_allow_hosts=["127.0.0.1"]))
 
 
 def stations(site: Site, **kwargs: Any) -> ApiSource:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime
 import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
@@ -25,18 +25,6 @@ MemoryFactory = Callable[..., StellarMemory]
 
 def redirect(location: str, status: int = 302) -> Handler:
     return reply(b"", "", status, {"Location": location})
-
-
-@pytest.fixture
-def site() -> Iterator[Site]:
-    with Site() as s:
-        yield s
-
-
-@pytest.fixture
-def allowed(open_memory: MemoryFactory, tmp_path: Path) -> StellarMemory:
-    """A memory that may fetch from the loopback test servers."""
-    return open_memory(tmp_path / "allowed.db", settings=Settings(web_allow_hosts=["127.0.0.1"]))
 
 
 def article(title: str, *paragraphs: str) -> str:

@@ -16,7 +16,7 @@ import pytest
 
 from stellar_core import ConfigurationError, Embedder, OpenAIEmbedder, Settings, TransientError
 from stellar_core.embeddings import CachedEmbedder, EmbeddingError, embedder_from_settings
-from tests.sites import JsonHandler
+from tests.sites import JsonHandler, serving
 
 DIM = 32
 
@@ -90,13 +90,9 @@ class EmbeddingsServer(ThreadingHTTPServer):
 @pytest.fixture
 def server() -> Iterator[EmbeddingsServer]:
     srv = EmbeddingsServer()
-    thread = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield srv
-    srv.release.set()
-    srv.shutdown()
-    srv.server_close()
-    thread.join(5)
+    with serving(srv):
+        yield srv
+        srv.release.set()  # let handlers held by a test finish before the shutdown
 
 
 @pytest.fixture

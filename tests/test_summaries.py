@@ -39,7 +39,7 @@ from stellar_core.summarize import (
 )
 from stellar_core.validation import content_hash
 from tests.conftest import MemoryFactory
-from tests.sites import JsonHandler
+from tests.sites import JsonHandler, serving
 
 STATION = """# Skarvik ground station
 
@@ -198,13 +198,9 @@ class ChatServer(ThreadingHTTPServer):
 @pytest.fixture
 def server() -> Iterator[ChatServer]:
     srv = ChatServer()
-    thread = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield srv
-    srv.release.set()
-    srv.shutdown()
-    srv.server_close()
-    thread.join(5)
+    with serving(srv):
+        yield srv
+        srv.release.set()  # let handlers held by a test finish before the shutdown
 
 
 @pytest.fixture
