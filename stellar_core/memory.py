@@ -48,6 +48,7 @@ from stellar_core.validation import Draft
 log = logging.getLogger(__name__)
 
 _DB_SUFFIXES = {".db", ".sqlite", ".sqlite3"}
+TEXT_UPKEEP_SECONDS = 0.5  # per upkeep round, so recall statistics are not held up behind it
 
 
 class StellarMemory:
@@ -112,9 +113,11 @@ class StellarMemory:
         self._recalls.flush()
 
     def warm(self, namespace: str | None = None) -> None:
-        """Make vector search fast now rather than later: SQLite loads the namespace's index
-        and builds its HNSW graph; PostgreSQL adds the vectors still waiting to its graph."""
+        """Make search fast now rather than later: SQLite loads the namespace's vector index
+        and builds its HNSW graph; PostgreSQL adds the vectors still waiting to its graph and
+        builds the lists of common terms that its full-text search prunes with."""
         self._vectors().warm(self.namespace_for(namespace))
+        self.db.dialect.text_index_upkeep(self.db, self.settings.thread_context_weight, None)
 
     # --- writes ----------------------------------------------------------------------------
     def store(
@@ -502,6 +505,7 @@ class StellarMemory:
 
     def _maintain_indexes(self) -> None:
         self._vectors().maintain()
+        self.db.dialect.text_index_upkeep(self.db, self.settings.thread_context_weight, TEXT_UPKEEP_SECONDS)
 
     def _check_model(self) -> None:
         """Vectors of different models must never mix in one database."""

@@ -158,6 +158,56 @@ def test_term_statistics_stay_exact_through_every_write(open_memory, backend) ->
     assert loose == 0
 
 
+# Every posting above its term's floor, ranked as the list was, that is not on the list.
+_KEY = pgtext._key_sql("l.list_cw", "l.list_avgdl").replace(":k1", "1.2").replace(":b", "0.75")  # K1, B
+_OFF_THE_LISTS = f"""
+    SELECT count(*) FROM memory_text t, unnest(t.doc) u, text_terms l
+    WHERE l.namespace = t.namespace AND l.lexeme = u.lexeme AND l.list_floor IS NOT NULL
+      AND {_KEY} > l.list_floor
+      AND NOT EXISTS (SELECT 1 FROM text_top x WHERE x.namespace = t.namespace AND x.lexeme = u.lexeme
+                      AND x.seq = t.seq)
+"""
+
+
+def test_term_lists_keep_the_pruned_search_exact_through_writes(open_memory, backend, monkeypatch) -> None:
+    monkeypatch.setattr(pgtext, "LIST_SIZE", 8)
+    monkeypatch.setattr(pgtext, "EXHAUSTIVE_POSTINGS", 0)
+    mem = open_memory(embedder=HashEmbedder())
+    texts = _zipf_texts(1_500)
+    stored = mem.store_many([{"content": t, "thread": f"t{i // 20}"} for i, t in enumerate(texts)])
+    cw = mem.settings.thread_context_weight
+    assert mem.db.dialect.text_index_upkeep(mem.db, cw, 0.0) > 0  # no time given: all still to do
+    mem.warm()
+    assert mem.db.dialect.text_index_upkeep(mem.db, cw, None) == 0
+    # Writes after the lists were built: memories that beat floors, an edit, forgetting.
+    mem.store_many([f"w{i}x w{i}x w{i}x" for i in range(12)] + _zipf_texts(100, seed=5))
+    mem.update(stored[5].id, content="w2x w2x w2x w0x")
+    for m in stored[50:80]:
+        mem.forget(m.id)
+    with mem.db.read() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM text_top").scalar_one() > 100
+        assert conn.exec_driver_sql(_OFF_THE_LISTS).scalar_one() == 0
+
+    seen = _statements(mem)
+    ns = mem.namespace_for(None)
+    rng = random.Random(5)
+    queries = [" ".join(rng.sample(texts, 1)[0].split()[:3]) for _ in range(40)]
+    queries += [f"w{i}x w{i + 7}x" for i in range(30)]
+    stopped_on_lists = 0
+    for q in queries:
+        before = len(seen)
+        with mem.db.read() as conn:
+            pruned = pgtext.search(conn, ns, q.split(), 10, cw)
+        issued = [s for s, _ in seen[before:] if "text_top" in s]
+        stopped_on_lists += len(issued) == 1 and "@@" not in issued[0]  # the lists alone sufficed
+        monkeypatch.setattr(pgtext, "EXHAUSTIVE_POSTINGS", 10**9)
+        with mem.db.read() as conn:
+            exhaustive = pgtext.search(conn, ns, q.split(), 10, cw)
+        monkeypatch.setattr(pgtext, "EXHAUSTIVE_POSTINGS", 0)
+        assert [(s, round(x, 9)) for s, x in pruned] == [(s, round(x, 9)) for s, x in exhaustive], q
+    assert stopped_on_lists >= 10
+
+
 def test_the_pruned_lexical_search_finds_the_exhaustive_top(open_memory, backend, monkeypatch) -> None:
     mem = open_memory(embedder=HashEmbedder())
     texts = _zipf_texts(1_500)

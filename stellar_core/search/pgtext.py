@@ -13,12 +13,22 @@ or ``s`` of the common terms at once, and the search stops at the first level wh
 ``limit``-th score beats the most a memory left out could score: one matching at most
 ``s - 1`` common terms, each adding at most its ``bound``. The result is the exhaustive
 search's; only the work differs.
+
+A common term's bound would be its best memory's share, and that is far above what most of
+its memories get. So each common term keeps a list of the ``LIST_SIZE`` memories it weighs
+most in (ranked by saturated frequency, which is the term's share up to its IDF), and every
+level also scores the lists: a memory left off them gets at most the list's floor. The upkeep
+builds the lists (``build_lists``); every write adds a memory that beats a floor.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
-from collections.abc import Sequence
+import operator
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
@@ -26,13 +36,17 @@ from typing import Any
 import sqlalchemy as sa
 
 from stellar_core.store.dialect import in_json_list, json_list
+from stellar_core.store.engine import Database
 from stellar_core.store.postgres import SEQS_SQL
 from stellar_core.store.schema import memories, memory_text
 
 K1, B = 1.2, 0.75  # the usual constants (FTS5's too)
-EXHAUSTIVE_POSTINGS = 20_000  # up to this many postings in all, every match is scored at once
+EXHAUSTIVE_POSTINGS = 2_000  # up to this many postings in all, every match is scored at once
 RARE_POSTINGS = 5_000  # the rarest terms, up to this many postings together, match alone
 MAX_CLAUSES = 64  # conjunctions a level may hold; a level needing more is skipped
+LIST_SIZE = 300  # memories on a common term's list; terms in more memories than this get one
+LIST_DRIFT = 0.2  # lists are ranked again once the average length moved this much
+BUILD_POSTINGS = 20_000  # postings read per transaction by the upkeep building lists
 
 
 @dataclass(frozen=True)
@@ -40,7 +54,8 @@ class Term:
     lexeme: str
     docs: int  # memories of the namespace holding it
     idf: float
-    bound: float  # the most it can add to one memory's score
+    bound: float  # the most it can add to one memory's score (off its list, if it has one)
+    listed: bool  # its list is scored at every level
 
 
 def put(conn: sa.Connection, namespace: str, rows: Sequence[tuple[int, str, str]]) -> None:
@@ -54,7 +69,9 @@ def put(conn: sa.Connection, namespace: str, rows: Sequence[tuple[int, str, str]
 
 
 def drop(conn: sa.Connection, namespace: str, seqs: Sequence[int]) -> None:
-    """Remove rows from a namespace's index."""
+    """Remove rows from a namespace's index. Their list entries stay until the list is built
+    again: a list may hold more than its best memories (each is scored from its row), never
+    fewer."""
     if not seqs:
         return
     _add_statistics(conn, namespace, seqs, -1)
@@ -68,7 +85,7 @@ def _add_statistics(conn: sa.Connection, namespace: str, seqs: Sequence[int], si
     lexeme order, so they never deadlock."""
     params = {"ns": namespace, "seqs": json_list(seqs), "sign": sign}
     conn.execute(_ADD_STATS, params)
-    conn.execute(_ADD_TERMS, params)
+    conn.execute(_ADD_TERMS if sign > 0 else _TAKE_TERMS, {**params, "k1": K1, "b": B})
 
 
 def search(
@@ -91,19 +108,27 @@ def search(
     score = _Scorer(conn, namespace, terms, limit, context_weight, avgdl)
     if where is not None:
         allowed = conn.execute(sa.select(memories.c.seq).where(memories.c.namespace == namespace, where))
-        return score(_any(terms), json_list(allowed.scalars()))
+        return score(_any(terms), seqs=json_list(allowed.scalars()))
     if sum(t.docs for t in terms) <= EXHAUSTIVE_POSTINGS:
         return score(_any(terms))
 
-    rare, postings = 0, 0  # terms[:rare] match alone
-    while rare < len(terms) and postings + terms[rare].docs <= RARE_POSTINGS:
-        postings += terms[rare].docs
-        rare += 1
-    common = terms[rare:]
+    alone, postings = [], 0  # rare terms without a list match alone
+    for t in terms:
+        if not t.listed and postings + t.docs <= RARE_POSTINGS:
+            alone.append(t)
+            postings += t.docs
+    common = [t for t in terms if t not in alone]
+    lists = [t.lexeme for t in terms if t.listed]
+    if lists:  # with lists a level may stop however few memories its conjunctions match
+        levels = [
+            s for s in range(len(common) + 1, 0, -1) if s == 1 or math.comb(len(common), s) <= MAX_CLAUSES
+        ]
+    else:
+        levels = _levels(common, limit - postings, docs)
     bounds = sorted((t.bound for t in common), reverse=True)
-    for s in _levels(common, limit - postings, docs):
-        clauses = [_any([t]) for t in terms[:rare]] + ["(" + _all(c) + ")" for c in combinations(common, s)]
-        hits = score(" | ".join(clauses))
+    for s in levels:
+        clauses = [_any([t]) for t in alone] + ["(" + _all(c) + ")" for c in combinations(common, s)]
+        hits = score(" | ".join(clauses), lists)
         theta = hits[limit - 1][1] if len(hits) >= limit else 0.0
         if s == 1 or theta > sum(bounds[: s - 1]) * (1 + 1e-9):
             return hits
@@ -111,10 +136,22 @@ def search(
 
 
 def _term(row: Sequence[Any], n: int, avgdl: float, cw: float) -> Term:
-    lexeme, docs, max_content, max_context, min_length, *_ = row
+    lexeme, docs, max_content, max_context, min_length, _, _, floor, list_avgdl, list_cw = row
     idf = max(math.log((n - docs + 0.5) / (docs + 0.5)), 1e-6)
     tf = max_content + cw * max_context
-    return Term(lexeme, docs, idf, idf * tf * (K1 + 1) / (tf + K1 * (1 - B + B * min_length / avgdl)))
+    best = tf / (tf + K1 * (1 - B + B * min_length / avgdl))
+    # A list ranked with a larger context weight still bounds this search's frequencies.
+    listed = floor is not None and list_cw >= cw
+    if listed:
+        best = min(best, _floor_now(floor, list_avgdl / avgdl))
+    return Term(lexeme, docs, idf, idf * (K1 + 1) * best, listed)
+
+
+def _floor_now(floor: float, r: float) -> float:
+    """A floor ``c`` of tf / (tf + X) ranked at an average length ``r`` times today's: since
+    X >= min(1, r) * X_then and tf (1 - c) / c <= X_then, the share today is at most
+    c / (c + min(1, r) (1 - c))."""
+    return floor / (floor + min(1.0, r) * (1 - floor)) if floor > 0 else 0.0
 
 
 def _levels(common: Sequence[Term], wanted: int, n: int) -> list[int]:
@@ -130,11 +167,16 @@ def _levels(common: Sequence[Term], wanted: int, n: int) -> list[int]:
 
 
 def _any(terms: Sequence[Term]) -> str:
-    return " | ".join(f"'{t.lexeme}'" for t in terms)
+    return " | ".join(_quote(t.lexeme) for t in terms)
 
 
 def _all(terms: Sequence[Term]) -> str:
-    return " & ".join(f"'{t.lexeme}'" for t in terms)
+    return " & ".join(_quote(t.lexeme) for t in terms)
+
+
+def _quote(lexeme: str) -> str:
+    """A lexeme as a tsquery operand (lexemes of stored text may hold quotes, backslashes)."""
+    return "'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 class _Scorer:
@@ -155,34 +197,59 @@ class _Scorer:
             "b": B,
         }
 
-    def __call__(self, query: str, seqs: str | None = None) -> list[tuple[int, float]]:
-        if seqs is None:
-            rows = self._conn.execute(_SCORE, {**self._params, "query": query})
-        else:
-            rows = self._conn.execute(_SCORE_AMONG, {**self._params, "query": query, "seqs": seqs})
-        return [(int(seq), float(score)) for seq, score in rows]
+    def __call__(
+        self, query: str, lists: Sequence[str] = (), seqs: str | None = None
+    ) -> list[tuple[int, float]]:
+        """The top memories matching ``query`` or on the lists of ``lists`` (among ``seqs``)."""
+        params = {**self._params, "query": query, "lists": list(lists), "seqs": seqs}
+        statement = _SCORE_AMONG if seqs is not None else _score_sql(bool(query), bool(lists))
+        return [(int(seq), float(score)) for seq, score in self._conn.execute(statement, params)]
+
+
+def _key_sql(
+    cw: str,
+    avgdl: str,
+    content: str = "cardinality(array_positions(u.weights, 'A'))",
+    every: str = "cardinality(u.weights)",
+    length: str = "t.length",
+) -> str:
+    """A posting's saturated frequency, its list key (by default of ``unnest(doc) u`` of
+    ``memory_text t``)."""
+    tf = f"({content} + {cw} * ({every} - {content}))"
+    return f"{tf} / ({tf} + :k1 * (1 - :b + :b * {length} / {avgdl}))"
 
 
 # Lexemes are bound as they are (CAST to tsquery, not to_tsquery, which would stem them again).
 _TERMS = sa.text(
-    "SELECT t.lexeme, t.docs, t.max_content, t.max_context, t.min_length, s.docs, s.length "
+    "SELECT t.lexeme, t.docs, t.max_content, t.max_context, t.min_length, s.docs, s.length, "
+    "t.list_floor, t.list_avgdl, t.list_cw "
     "FROM unnest(tsvector_to_array(to_tsvector('english', :text))) AS q(lexeme) "
     "JOIN text_terms t ON t.namespace = :ns AND t.lexeme = q.lexeme "
     "JOIN text_stats s ON s.namespace = :ns WHERE t.docs > 0"
 )
 
 
-def _score_sql(restrict: str) -> sa.TextClause:
+@functools.lru_cache(maxsize=8)
+def _score_sql(match: bool, lists: bool, among: bool = False) -> sa.TextClause:
+    """BM25 of the memories matching :query (``match``), or on the lists of :lists."""
+    found = []
+    if match:
+        found.append("SELECT seq FROM memory_text WHERE namespace = :ns AND doc @@ CAST(:query AS tsquery)")
+    if lists:
+        found.append(
+            "SELECT DISTINCT seq FROM text_top WHERE namespace = :ns AND lexeme = ANY(CAST(:lists AS text[]))"
+        )
+    restrict = f"AND t.seq IN ({SEQS_SQL})" if among else ""
     return sa.text(
         f"""
         WITH terms AS (
             SELECT * FROM unnest(CAST(:lexemes AS text[]), CAST(:idfs AS float8[])) AS x(lexeme, idf)
+        ), found AS ({" UNION ".join(found)}
         ), hits AS (
             SELECT t.seq, t.length, u.lexeme, cardinality(array_positions(u.weights, 'A')) AS content,
                    cardinality(u.weights) AS every
-            FROM memory_text t, unnest(t.doc) u
-            WHERE t.namespace = :ns AND t.doc @@ CAST(:query AS tsquery) {restrict}
-              AND u.lexeme = ANY(CAST(:lexemes AS text[]))
+            FROM found JOIN memory_text t ON t.seq = found.seq, unnest(t.doc) u
+            WHERE t.namespace = :ns {restrict} AND u.lexeme = ANY(CAST(:lexemes AS text[]))
         )
         SELECT h.seq,
                sum(x.idf * h.tf * (:k1 + 1) / (h.tf + :k1 * (1 - :b + :b * h.length / :avgdl))) AS score
@@ -193,8 +260,7 @@ def _score_sql(restrict: str) -> sa.TextClause:
     )
 
 
-_SCORE = _score_sql("")
-_SCORE_AMONG = _score_sql(f"AND t.seq IN ({SEQS_SQL})")
+_SCORE_AMONG = _score_sql(True, False, among=True)
 
 _PUT_TEXT = sa.text(  # one statement for the batch: arrays, not a statement per row
     "INSERT INTO memory_text (seq, namespace, doc, length) "
@@ -211,18 +277,134 @@ _ADD_STATS = sa.text(
     "ON CONFLICT (namespace) DO UPDATE "
     "SET docs = text_stats.docs + excluded.docs, length = text_stats.length + excluded.length"
 )
-_ADD_TERMS = sa.text(
-    f"""
+_POSTINGS = f"""
+    SELECT u.lexeme, t.seq, t.length, cardinality(array_positions(u.weights, 'A')) AS content,
+           cardinality(u.weights) AS every
+    FROM memory_text t, unnest(t.doc) u WHERE t.seq IN ({SEQS_SQL})
+"""
+_UPSERT_TERMS = """
     INSERT INTO text_terms (namespace, lexeme, docs, max_content, max_context, min_length)
     SELECT :ns, lexeme, :sign * count(*), max(content), max(every - content), min(length)
-    FROM (SELECT u.lexeme, t.length, cardinality(array_positions(u.weights, 'A')) AS content,
-                 cardinality(u.weights) AS every
-          FROM memory_text t, unnest(t.doc) u WHERE t.seq IN ({SEQS_SQL})) h
-    GROUP BY lexeme ORDER BY lexeme
+    FROM h GROUP BY lexeme ORDER BY lexeme
     ON CONFLICT (namespace, lexeme) DO UPDATE SET
         docs = text_terms.docs + excluded.docs,
         max_content = greatest(text_terms.max_content, excluded.max_content),
         max_context = greatest(text_terms.max_context, excluded.max_context),
         min_length = least(text_terms.min_length, excluded.min_length)
+"""
+_TAKE_TERMS = sa.text(f"WITH h AS ({_POSTINGS}) {_UPSERT_TERMS}")
+# Added rows also go on the lists whose floors they beat (ranked as each list was).
+_ADD_TERMS = sa.text(
+    f"""
+    WITH h AS MATERIALIZED ({_POSTINGS}),
+    terms AS ({_UPSERT_TERMS} RETURNING lexeme, list_floor, list_avgdl, list_cw)
+    INSERT INTO text_top (namespace, lexeme, seq, key)
+    SELECT :ns, lexeme, seq, key FROM (
+        SELECT h.lexeme, h.seq, l.list_floor,
+               {_key_sql("l.list_cw", "l.list_avgdl", "h.content", "h.every", "h.length")} AS key
+        FROM h JOIN terms l USING (lexeme) WHERE l.list_floor IS NOT NULL
+    ) x WHERE key > list_floor
+    ON CONFLICT (namespace, lexeme, seq) DO UPDATE SET key = excluded.key
     """
 )
+
+
+# Terms whose list is missing, or ranked too long ago: their memories doubled since, the
+# average length moved, or recall now weighs thread context more than the list did.
+_STALE_LISTS = sa.text(
+    """
+    SELECT t.namespace, t.lexeme, t.docs,
+           (SELECT sum(a.docs) FROM text_terms a WHERE a.namespace = t.namespace) AS postings
+    FROM text_terms t JOIN text_stats s USING (namespace)
+    WHERE t.docs > :size AND (t.list_floor IS NULL OR t.docs > 2 * t.list_docs OR t.list_cw < :cw
+          OR abs(t.list_avgdl * s.docs / greatest(s.length, 1) - 1) > :drift)
+    ORDER BY t.namespace, t.docs
+    """
+)
+_LOCK_STATS = sa.text("SELECT docs, length FROM text_stats WHERE namespace = :ns FOR UPDATE")
+_DROP_LISTS = sa.text("DELETE FROM text_top WHERE namespace = :ns AND lexeme = ANY(CAST(:lexemes AS text[]))")
+
+
+@functools.lru_cache(maxsize=2)
+def _fill_sql(match: bool) -> sa.TextClause:
+    """Each term's list and floor. Postings are found through the full-text index (``match``)
+    or by reading the whole namespace (faster once most of it is wanted).
+
+    The floor is the key ranked just past LIST_SIZE, and the list holds the keys above it
+    only: a memory tied with the floor stays off, so a list memory can beat every other.
+    """
+    matching = "AND t.doc @@ CAST(:query AS tsquery)" if match else ""
+    return sa.text(
+        f"""
+        WITH top AS (
+            SELECT * FROM (
+                SELECT lexeme, seq, key, row_number() OVER w AS rank, nth_value(key, :size + 1) OVER (
+                           w ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS floor
+                FROM (SELECT u.lexeme, t.seq, {_key_sql(":cw", ":avgdl")} AS key
+                      FROM memory_text t, unnest(t.doc) u
+                      WHERE t.namespace = :ns {matching} AND u.lexeme = ANY(CAST(:lexemes AS text[]))) h
+                WINDOW w AS (PARTITION BY lexeme ORDER BY key DESC)
+            ) ranked WHERE rank <= :size
+        ), listed AS (
+            INSERT INTO text_top (namespace, lexeme, seq, key)
+            SELECT :ns, lexeme, seq, key FROM top WHERE floor IS NULL OR key > floor
+        )
+        UPDATE text_terms t SET list_floor = f.floor, list_avgdl = :avgdl, list_cw = :cw, list_docs = t.docs
+        FROM (SELECT lexeme, coalesce(max(floor), 0) AS floor FROM top GROUP BY lexeme) f
+        WHERE t.namespace = :ns AND t.lexeme = f.lexeme
+        """
+    )
+
+
+def build_lists(db: Database, context_weight: float, seconds: float | None = None) -> int:
+    """(Re)build the lists that need it, for ``seconds`` at most, a few terms per transaction
+    (None: all of them, in one pass over a namespace if it needs most of its lists). Returns
+    how many were left for the next round."""
+    with db.read() as conn:
+        params = {"size": LIST_SIZE, "cw": context_weight, "drift": LIST_DRIFT}
+        stale = conn.execute(_STALE_LISTS, params).all()
+    work: list[tuple[str, list[str], bool]] = []
+    for namespace, group in itertools.groupby(stale, key=operator.itemgetter(0)):
+        rows = list(group)
+        if seconds is None and 4 * sum(r[2] for r in rows) > rows[0][3]:
+            work.append((namespace, [r[1] for r in rows], False))
+        else:
+            work += [(namespace, lexemes, True) for lexemes in _chunks(rows)]
+    started = time.monotonic()
+    for done, (namespace, lexemes, match) in enumerate(work):
+        if seconds is not None and time.monotonic() - started >= seconds:
+            return sum(len(w[1]) for w in work[done:])
+        with db.write() as conn:
+            _build(conn, namespace, lexemes, context_weight, match)
+    return 0
+
+
+def _chunks(rows: Sequence[Sequence[Any]]) -> Iterator[list[str]]:
+    """Lexemes of one namespace holding BUILD_POSTINGS postings at most (or a single term)."""
+    lexemes, postings = list[str](), 0
+    for _, lexeme, docs, _ in rows:
+        if lexemes and postings + docs > BUILD_POSTINGS:
+            yield lexemes
+            lexemes, postings = [], 0
+        lexemes.append(lexeme)
+        postings += docs
+    if lexemes:
+        yield lexemes
+
+
+def _build(conn: sa.Connection, namespace: str, lexemes: list[str], cw: float, match: bool) -> None:
+    # The namespace's statistics row, locked as every writer locks it: no memory is written
+    # between reading the postings and setting the floors.
+    docs, tokens = conn.execute(_LOCK_STATS, {"ns": namespace}).one()
+    params = {
+        "ns": namespace,
+        "lexemes": lexemes,
+        "query": " | ".join(_quote(x) for x in lexemes),
+        "size": LIST_SIZE,
+        "cw": cw,
+        "avgdl": max(tokens / max(docs, 1), 1.0),
+        "k1": K1,
+        "b": B,
+    }
+    conn.execute(_DROP_LISTS, params)
+    conn.execute(_fill_sql(match), params)

@@ -81,6 +81,10 @@ class Dialect(Protocol):
     ) -> list[tuple[int, float]]:
         """Top ``limit`` (seq, score) for any of ``terms``, higher score better."""
 
+    def text_index_upkeep(self, db: Any, context_weight: float, seconds: float | None) -> int:
+        """Off the query path: whatever keeps full-text search fast, for ``seconds`` at most
+        (None: all of it). Returns what is left to do (0: nothing)."""
+
 
 def namespace_token(namespace: str) -> str:
     """A short identifier-safe token standing for a namespace (names may hold any characters)."""

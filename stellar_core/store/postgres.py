@@ -180,6 +180,12 @@ class PostgresDialect:
 
         pgtext.drop(conn, namespace, seqs)
 
+    def text_index_upkeep(self, db: Any, context_weight: float, seconds: float | None) -> int:
+        """Builds the common terms' lists (search/pgtext.py)."""
+        from stellar_core.search import pgtext
+
+        return pgtext.build_lists(db, context_weight, seconds)
+
     def text_search(
         self,
         conn: sa.Connection,

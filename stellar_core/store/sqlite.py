@@ -145,6 +145,10 @@ class SqliteDialect:
             marks = ",".join("?" * len(chunk))
             conn.exec_driver_sql(f"DELETE FROM {table} WHERE rowid IN ({marks})", tuple(chunk))
 
+    def text_index_upkeep(self, db: Any, context_weight: float, seconds: float | None) -> int:
+        """Nothing: FTS5 keeps its own index in shape."""
+        return 0
+
     def text_search(
         self,
         conn: sa.Connection,
