@@ -229,6 +229,6 @@ def test_the_pruned_lexical_search_finds_the_exhaustive_top(open_memory, backend
         before = len(seen)
         pruned = search(False, q)
         issued = [p["query"] for s, p in seen[before:] if "AS tsquery" in s]  # type: ignore[index]
-        stopped_early += "&" in issued[-1]  # its last level still needed several terms at once
+        stopped_early += "&" in issued[-1].split(" & !")[0]  # its last level needed several terms at once
         assert pruned == search(True, q), q
     assert stopped_early >= 10  # 24 of the 98 when written

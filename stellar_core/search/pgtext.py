@@ -126,12 +126,17 @@ def search(
     else:
         levels = _levels(common, limit - postings, docs)
     bounds = sorted((t.bound for t in common), reverse=True)
+    best: dict[int, float] = {}
+    scored = ""  # what the levels so far matched: a level scores only the memories it adds
     for s in levels:
         clauses = [_any([t]) for t in alone] + ["(" + _all(c) + ")" for c in combinations(common, s)]
-        hits = score(" | ".join(clauses), lists)
-        theta = hits[limit - 1][1] if len(hits) >= limit else 0.0
+        level = " | ".join(clauses)
+        best.update(score(f"({level}) & !({scored})" if scored and level else level, lists))
+        top = sorted(best.items(), key=lambda hit: (-hit[1], hit[0]))[:limit]
+        theta = top[limit - 1][1] if len(top) >= limit else 0.0
         if s == 1 or theta > sum(bounds[: s - 1]) * (1 + 1e-9):
-            return hits
+            return top
+        best, scored, lists = dict(top), level, []  # the lists are scored once
     raise AssertionError("level 1 always returns")  # pragma: no cover
 
 
