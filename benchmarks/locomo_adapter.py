@@ -41,14 +41,21 @@ def _database(directory: str) -> str:
         _postgres = Postgres(Path(tempfile.mkdtemp(prefix="stellar-locomo-pg-")))
         _postgres.start()
         atexit.register(_postgres.stop, "immediate")
+        atexit.register(_close)  # runs first: the memory's upkeep stops before its server
     _runs += 1
     return _postgres.create_database(f"locomo_{_runs}")
 
 
-def reset() -> None:
-    global _dir, _mem
+def _close() -> None:
+    global _mem
     if _mem is not None:
         _mem.close()
+        _mem = None
+
+
+def reset() -> None:
+    global _dir, _mem
+    _close()
     if _dir is not None:
         shutil.rmtree(_dir, ignore_errors=True)
     _dir = tempfile.mkdtemp(prefix="stellar-locomo-")

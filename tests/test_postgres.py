@@ -185,6 +185,13 @@ def test_term_lists_keep_the_pruned_search_exact_through_writes(open_memory, bac
     for m in stored[50:80]:
         mem.forget(m.id)
     with mem.db.read() as conn:
+        assert conn.exec_driver_sql(_OFF_THE_LISTS).scalar_one() == 0
+    # Twice as many memories: the upkeep ranks the lists again, a few terms per transaction.
+    mem.store_many([f"{t} /usr/lib/x{i % 2}" for i, t in enumerate(_zipf_texts(1_600, seed=6))])
+    assert mem.db.dialect.text_index_upkeep(mem.db, cw, 60.0) == 0
+    stale = "SELECT count(*) FROM text_terms WHERE docs > 8 AND (list_floor IS NULL OR docs > 2 * list_docs)"
+    with mem.db.read() as conn:
+        assert conn.exec_driver_sql(stale).scalar_one() == 0
         assert conn.exec_driver_sql("SELECT count(*) FROM text_top").scalar_one() > 100
         assert conn.exec_driver_sql(_OFF_THE_LISTS).scalar_one() == 0
 
@@ -192,7 +199,7 @@ def test_term_lists_keep_the_pruned_search_exact_through_writes(open_memory, bac
     ns = mem.namespace_for(None)
     rng = random.Random(5)
     queries = [" ".join(rng.sample(texts, 1)[0].split()[:3]) for _ in range(40)]
-    queries += [f"w{i}x w{i + 7}x" for i in range(30)]
+    queries += [f"w{i}x w{i + 7}x" for i in range(30)] + ["usr lib x1", "x0 w3x"]
     stopped_on_lists = 0
     for q in queries:
         before = len(seen)
