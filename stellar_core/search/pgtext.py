@@ -238,13 +238,15 @@ _TERMS = sa.text(
 def _score_sql(match: bool, lists: bool, among: bool = False) -> sa.TextClause:
     """BM25 of the memories matching :query (``match``), or on the lists of :lists."""
     found = []
+    restrict = f"AND seq IN ({SEQS_SQL})" if among else ""
     if match:
-        found.append("SELECT seq FROM memory_text WHERE namespace = :ns AND doc @@ CAST(:query AS tsquery)")
+        found.append(
+            f"SELECT seq FROM memory_text WHERE namespace = :ns AND doc @@ CAST(:query AS tsquery) {restrict}"
+        )
     if lists:
         found.append(
             "SELECT DISTINCT seq FROM text_top WHERE namespace = :ns AND lexeme = ANY(CAST(:lists AS text[]))"
         )
-    restrict = f"AND t.seq IN ({SEQS_SQL})" if among else ""
     return sa.text(
         f"""
         WITH terms AS (
@@ -254,7 +256,7 @@ def _score_sql(match: bool, lists: bool, among: bool = False) -> sa.TextClause:
             SELECT t.seq, t.length, u.lexeme, cardinality(array_positions(u.weights, 'A')) AS content,
                    cardinality(u.weights) AS every
             FROM found JOIN memory_text t ON t.seq = found.seq, unnest(t.doc) u
-            WHERE t.namespace = :ns {restrict} AND u.lexeme = ANY(CAST(:lexemes AS text[]))
+            WHERE t.namespace = :ns AND u.lexeme = ANY(CAST(:lexemes AS text[]))
         )
         SELECT h.seq,
                sum(x.idf * h.tf * (:k1 + 1) / (h.tf + :k1 * (1 - :b + :b * h.length / :avgdl))) AS score
