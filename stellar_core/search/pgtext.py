@@ -323,8 +323,8 @@ _STALE_LISTS = sa.text(
     SELECT t.namespace, t.lexeme, t.docs,
            (SELECT sum(a.docs) FROM text_terms a WHERE a.namespace = t.namespace) AS postings
     FROM text_terms t JOIN text_stats s USING (namespace)
-    WHERE t.docs > :size AND (t.list_floor IS NULL OR t.docs > 2 * t.list_docs OR t.list_cw < :cw
-          OR abs(t.list_avgdl * s.docs / greatest(s.length, 1) - 1) > :drift)
+    WHERE t.docs > :size AND (t.list_docs IS NULL OR t.docs > 2 * t.list_docs OR t.list_cw < :cw
+          OR abs(t.list_avgdl / greatest(s.length::float8 / greatest(s.docs, 1), 1.0) - 1) > :drift)
     ORDER BY t.namespace, t.docs
     """
 )
@@ -357,8 +357,10 @@ def _fill_sql(match: bool) -> sa.TextClause:
             SELECT :ns, lexeme, seq, key FROM top WHERE floor IS NULL OR key > floor
         )
         UPDATE text_terms t SET list_floor = f.floor, list_avgdl = :avgdl, list_cw = :cw, list_docs = t.docs
-        FROM (SELECT lexeme, coalesce(max(floor), 0) AS floor FROM top GROUP BY lexeme) f
-        WHERE t.namespace = :ns AND t.lexeme = f.lexeme
+        FROM unnest(CAST(:lexemes AS text[])) AS c(lexeme) LEFT JOIN (
+            SELECT lexeme, coalesce(max(floor), 0) AS floor FROM top GROUP BY lexeme
+        ) f USING (lexeme)  -- a term with nothing found stays unlisted until it doubles
+        WHERE t.namespace = :ns AND t.lexeme = c.lexeme
         """
     )
 
