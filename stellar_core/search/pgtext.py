@@ -24,13 +24,12 @@ builds the lists (``build_lists``); every write adds a memory that beats a floor
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 import operator
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from itertools import combinations
+from itertools import combinations, groupby
 from typing import Any
 
 import sqlalchemy as sa
@@ -253,15 +252,12 @@ def _score_sql(match: bool, lists: bool, among: bool = False) -> sa.TextClause:
             SELECT * FROM unnest(CAST(:lexemes AS text[]), CAST(:idfs AS float8[])) AS x(lexeme, idf)
         ), found AS ({" UNION ".join(found)}
         ), hits AS (
-            SELECT t.seq, t.length, u.lexeme, cardinality(array_positions(u.weights, 'A')) AS content,
-                   cardinality(u.weights) AS every
+            SELECT t.seq, u.lexeme, {_key_sql(":cw", ":avgdl")} AS share
             FROM found JOIN memory_text t ON t.seq = found.seq, unnest(t.doc) u
             WHERE t.namespace = :ns AND u.lexeme = ANY(CAST(:lexemes AS text[]))
         )
-        SELECT h.seq,
-               sum(x.idf * h.tf * (:k1 + 1) / (h.tf + :k1 * (1 - :b + :b * h.length / :avgdl))) AS score
-        FROM (SELECT seq, length, lexeme, content + :cw * (every - content) AS tf FROM hits) h
-        JOIN terms x USING (lexeme)
+        SELECT h.seq, sum(x.idf * (:k1 + 1) * h.share) AS score
+        FROM hits h JOIN terms x USING (lexeme)
         GROUP BY h.seq ORDER BY score DESC, h.seq LIMIT :limit
         """
     )
@@ -373,7 +369,7 @@ def build_lists(db: Database, context_weight: float, seconds: float | None = Non
         params = {"size": LIST_SIZE, "cw": context_weight, "drift": LIST_DRIFT}
         stale = conn.execute(_STALE_LISTS, params).all()
     work: list[tuple[str, list[str], bool]] = []
-    for namespace, group in itertools.groupby(stale, key=operator.itemgetter(0)):
+    for namespace, group in groupby(stale, key=operator.itemgetter(0)):
         rows = list(group)
         if seconds is None and 4 * sum(r[2] for r in rows) > rows[0][3]:
             work.append((namespace, [r[1] for r in rows], False))
