@@ -7,6 +7,7 @@ from __future__ import annotations
 import multiprocessing
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -107,11 +108,33 @@ def test_processes_opening_a_new_database_at_once_migrate_it_once(postgres: Post
 def test_the_pool_survives_a_database_restart(open_memory, postgres: Postgres, tmp_path: Path) -> None:
     mem = open_memory(embedder=HashEmbedder())
     before = mem.store("stored before the restart")
+    assert [h.memory.id for h in mem.recall("stored restart", k=5)] == [before.id]  # both pools used
     postgres.stop()
     postgres.start()  # same port, same data: every pooled connection is now dead
     assert mem.get(before.id).content == "stored before the restart"
     after = mem.store("stored after the restart")
     assert {h.memory.id for h in mem.recall("stored restart", k=5)} == {before.id, after.id}
+
+
+def test_recall_runs_its_lexical_arm_beside_the_vector_arm_on_a_pool_of_its_own(
+    open_memory, backend, monkeypatch
+) -> None:
+    """Threads recalling at once on one-connection pools: none waits for another's second
+    connection, and each gets what a recall with both arms on one connection gets."""
+    s = Settings(db_pool_size=1, db_max_overflow=0, db_pool_timeout=5)
+    mem = open_memory(embedder=HashEmbedder(), settings=s)
+    mem.store_many([{"content": f"note {i} about topic{i % 7} and item{i}"} for i in range(300)])
+    queries = [f"topic{i % 7} note item{i}" for i in range(28)]
+    monkeypatch.setattr(mem.db.dialect, "parallel_reads", False)
+    serial = {q: [h.memory.id for h in mem.recall(q, k=5)] for q in queries}
+    monkeypatch.setattr(mem.db.dialect, "parallel_reads", True)
+    seen = _statements(mem)
+    with ThreadPoolExecutor(8) as pool:
+        found = pool.map(lambda q: [h.memory.id for h in mem.recall(q, k=5)], queries)
+        beside = dict(zip(queries, found, strict=True))
+    assert beside == serial
+    assert not [sql for sql, _ in seen if "text_terms" in sql]  # the lexical arm ran on the other pool
+    assert [sql for sql, _ in seen if "hnsw" in sql or "<=>" in sql]
 
 
 def test_pool_settings_reach_the_engine(open_memory, backend) -> None:

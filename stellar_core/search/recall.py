@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +22,9 @@ from stellar_core.store.records import fetch, fetch_seqs, live, m
 from stellar_core.store.schema import links, memory_tags
 
 RECENCY_HALF_LIFE_DAYS = 7.0
+# Runs lexical arms beside the vector arms of recalls in any number of threads; a recall
+# waiting for a free worker still finishes: workers wait on nothing but their own pool.
+_LEXICAL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="stellar-lexical")
 _HEAD = sa.select(m.seq, m.zone, m.last_access_at).where(in_json_list(m.seq, "seqs"))
 
 
@@ -66,8 +72,14 @@ def recall(
     expand: bool,
     s: Settings,
     now: float,
+    side: Callable[[], AbstractContextManager[sa.Connection]] | None = None,
 ) -> list[tuple[int, Memory, float, tuple[str, ...]]]:
-    """Best ``k`` (seq, memory, relevance, via) for a query in one namespace."""
+    """Best ``k`` (seq, memory, relevance, via) for a query in one namespace.
+
+    With ``side`` (a second read connection), the lexical arm runs on it while the vector
+    arm runs on ``conn``: the database works on both at once (at 1M memories on PostgreSQL,
+    recall p50 15 -> 10 ms; decision 0019).
+    """
     where = filters.sql()
     allowed: set[int] | None = None
     if where is not None:
@@ -76,8 +88,19 @@ def recall(
             return []
     n = max(s.recall_candidates, 3 * k)
 
-    vec = _vector_arm(index, vector, n, allowed, s)
-    lex = dict(dialect.text_search(conn, namespace, query_terms(text), n, s.thread_context_weight, where))
+    def lexical(c: sa.Connection) -> dict[int, float]:
+        return dict(dialect.text_search(c, namespace, query_terms(text), n, s.thread_context_weight, where))
+
+    if side is None:
+        vec, lex = _vector_arm(index, vector, n, allowed, s), lexical(conn)
+    else:
+
+        def beside() -> dict[int, float]:
+            with side() as c:
+                return lexical(c)
+
+        pending = _LEXICAL.submit(beside)
+        vec, lex = _vector_arm(index, vector, n, allowed, s), pending.result()
     fused = fusion.fuse_scores(lex, {q: v for q, (v, _) in vec.items()}, s.lexical_weight, s.vector_weight)
     cands: dict[int, Candidate] = {q: Candidate(r) for q, r in fused.items()}
     for q in lex:
@@ -90,6 +113,7 @@ def recall(
     _apply_boosts(conn, cands, head, s, now)
     ranked = sorted(head, key=lambda q: -cands[q].relevance)[:k]
     rows = fetch_seqs(conn, ranked)
+    ranked = [q for q in ranked if q in rows]  # purged since an arm saw it
     if expand and ranked:
         ranked = _expand(conn, namespace, cands, rows, ranked, where, k, s)
     return [(q, rows[q], cands[q].relevance, tuple(sorted(cands[q].via))) for q in ranked]

@@ -25,6 +25,10 @@ if TYPE_CHECKING:
 
 class Dialect(Protocol):
     name: str
+    # A read may run part of its work on a second connection at once: the database server
+    # does it on another core. (SQLite works inside this process, and ":memory:" is one
+    # database per connection.)
+    parallel_reads: bool
 
     def engine_kwargs(self, settings: Settings) -> dict[str, Any]:
         """Keyword arguments for ``sa.create_engine`` (pool, connect args)."""

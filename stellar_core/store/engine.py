@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,6 +36,9 @@ class Database:
             Path(self.url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         self.engine = sa.create_engine(self.url, **self.dialect.engine_kwargs(settings))
         self.dialect.configure(self.engine)
+        self._settings = settings
+        self._side: sa.Engine | None = None  # side_read()'s pool, made on first use
+        self._side_lock = threading.Lock()
         self._rows = self._added = 0  # memories at the last statistics refresh; added since
         try:
             self._migrate()
@@ -103,6 +107,18 @@ class Database:
         with _translated(), self.engine.connect() as conn, conn.begin():
             yield conn
 
+    @contextmanager
+    def side_read(self) -> Iterator[sa.Connection]:
+        """A read transaction for work run alongside one of ``read()`` (the recall's lexical
+        arm). Its own pool: a thread holding a connection of the first never waits for the
+        first pool's last connection from a thread that needs one of each."""
+        with self._side_lock:
+            if self._side is None:
+                self._side = sa.create_engine(self.url, **self.dialect.engine_kwargs(self._settings))
+                self.dialect.configure(self._side)
+        with _translated(), self._side.connect() as conn, conn.begin():
+            yield conn
+
     def checkpoint(self) -> int:
         """Fold the write-ahead log into the database (see the dialect's ``checkpoint``)."""
         with _translated(), self.engine.connect() as conn:
@@ -110,6 +126,8 @@ class Database:
 
     def close(self) -> None:
         self.engine.dispose()
+        if self._side is not None:
+            self._side.dispose()
 
 
 @contextmanager

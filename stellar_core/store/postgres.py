@@ -89,6 +89,7 @@ class PostgresDialect:
     """PostgreSQL 14+ with the pgvector extension."""
 
     name = "postgresql"
+    parallel_reads = True
 
     def __init__(self, schema: str | None = None) -> None:
         self.schema = schema

@@ -35,6 +35,7 @@ class SqliteDialect:
     """SQLite (embedded default): WAL, explicit BEGIN, FTS5 with BM25."""
 
     name = "sqlite"
+    parallel_reads = False
 
     def __init__(self) -> None:
         self._text_tables: set[str] = set()  # full-text tables known to exist
