@@ -114,8 +114,9 @@ class StellarMemory:
 
     def warm(self, namespace: str | None = None) -> None:
         """Make search fast now rather than later: SQLite loads the namespace's vector index
-        and builds its HNSW graph; PostgreSQL adds the vectors still waiting to its graph and
-        builds the lists of common terms that its full-text search prunes with."""
+        and builds its HNSW graph; PostgreSQL adds the vectors still waiting to its graph, reads
+        the graph into the server's memory and builds the lists of common terms that its
+        full-text search prunes with."""
         self._vectors().warm(self.namespace_for(namespace))
         self.db.dialect.text_index_upkeep(self.db, self.settings.thread_context_weight, None)
 

@@ -66,6 +66,53 @@ def test_new_vectors_are_found_before_and_after_they_join_the_graph(
     assert valid
 
 
+_GRAPH_IN_BUFFERS = """
+    SELECT count(*), pg_relation_size('ix_memory_vectors_hnsw_384') / current_setting('block_size')::int
+    FROM pg_buffercache WHERE relfilenode = pg_relation_filenode('ix_memory_vectors_hnsw_384')
+      AND reldatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
+"""
+
+
+def test_warm_reads_the_graph_into_shared_buffers(open_memory, backend) -> None:
+    """As after a server restart: the graph out of the buffers, and warm() brings it back."""
+    mem = open_memory(embedder=HashEmbedder())
+    mem.store_many([f"star chart {i} of sector {i % 9}" for i in range(400)])
+    mem.warm()
+    with mem.db.write() as conn:
+        conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pg_buffercache")
+        conn.exec_driver_sql("SELECT pg_buffercache_evict_relation('ix_memory_vectors_hnsw_384')")
+        assert conn.exec_driver_sql(_GRAPH_IN_BUFFERS).one()[0] == 0
+    mem.warm()
+    with mem.db.read() as conn:
+        cached, blocks = conn.exec_driver_sql(_GRAPH_IN_BUFFERS).one()
+    assert blocks > 1 and cached == blocks
+
+
+def test_warm_without_pg_prewarm_still_warms(postgres: Postgres, tmp_path: Path) -> None:
+    """A role that may not create the extension: the graph is built, not prewarmed, no error."""
+    admin = sa.create_engine(postgres.url(), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql("DROP DATABASE IF EXISTS plain_owner WITH (FORCE)")
+        conn.exec_driver_sql("DROP ROLE IF EXISTS plain")
+        conn.exec_driver_sql("CREATE ROLE plain LOGIN")
+        conn.exec_driver_sql("CREATE DATABASE plain_owner OWNER plain")
+    admin.dispose()
+    admin = sa.create_engine(postgres.url("plain_owner"))  # as the README asks an administrator
+    with admin.begin() as conn:
+        conn.exec_driver_sql("CREATE EXTENSION vector")
+    admin.dispose()
+    url = postgres.url("plain_owner").replace("postgres@", "plain@")
+    mem = StellarMemory(url, embedder=HashEmbedder(), background=False)
+    try:
+        mem.store_many([f"beacon {i}" for i in range(30)])
+        mem.warm()
+        assert _waiting(mem) == 0
+        assert mem._vectors().prewarm() is False  # type: ignore[attr-defined]
+        assert [h.memory.content for h in mem.recall("beacon 7", k=1)] == ["beacon 7"]
+    finally:
+        mem.close()
+
+
 def test_the_upkeep_adds_waiting_vectors_to_the_graph(open_memory, backend) -> None:
     mem = open_memory(embedder=HashEmbedder(), background=True, settings=Settings(stats_flush_seconds=0.05))
     mem.store_many([f"orbit correction {i}" for i in range(50)])

@@ -10,6 +10,7 @@ cost two thirds of a batch insert. Migration 0004 has the numbers.
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -24,6 +25,7 @@ from stellar_core.store.postgres import SEQS_SQL, BinaryVector
 from stellar_core.store.records import live, m
 from stellar_core.store.schema import Embedding, memories, memory_vectors
 
+log = logging.getLogger(__name__)
 v = memory_vectors.c
 EF_SEARCH = 128  # candidates the graph walk keeps; as for the in-process HNSW index
 INDEX_BATCH = 500  # vectors added to the graph per transaction
@@ -31,6 +33,7 @@ REBUILD_MIN = 10_000  # fewer waiting vectors than this are added one by one, wh
 _REBUILD_LOCK = 0x5E11A13  # one rebuild at a time across every process
 MAINTAIN_SECONDS = 0.5  # per upkeep round, so recall statistics are not held up behind it
 _indexed = sa.literal_column("memory_vectors.indexed", sa.Boolean)  # PostgreSQL only: 0004
+_PREWARM = sa.text("SELECT pg_prewarm(CAST(:index AS regclass))")
 _COUNTS = sa.text("SELECT count(*) FILTER (WHERE NOT indexed), count(*) FROM memory_vectors")
 _INDEX_PENDING = sa.text(
     "UPDATE memory_vectors SET indexed = true WHERE seq IN (SELECT seq FROM memory_vectors "
@@ -81,6 +84,21 @@ class PgVectorIndexes:
         if waiting:  # statistics from before, with most vectors waiting, make the planner
             with self._db.write() as conn:  # scan the table for the exact arm
                 conn.exec_driver_sql("ANALYZE memory_vectors")
+        self.prewarm()
+
+    def prewarm(self) -> bool:
+        """Read the graph into the server's shared buffers, where the server has ``pg_prewarm``
+        and this role may create it (or it exists). A fresh build or a restart leaves the
+        graph on disk, and the first thousand recalls then read it page by page (measured at
+        1M: recall p95 167 ms cold, 30 ms after a 1.4 s prewarm; decision 0019)."""
+        try:
+            with self._db.write() as conn:
+                conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
+                conn.execute(_PREWARM, {"index": _index_name(self.dim)})
+        except sa.exc.DBAPIError as exc:
+            log.info("vector graph not prewarmed (no pg_prewarm here): %s", str(exc.orig).strip())
+            return False
+        return True
 
     def rebuild(self) -> None:
         """Drop the graph, mark every vector indexed, build the graph over all of them.
