@@ -117,8 +117,8 @@ class StellarMemory:
         and builds its HNSW graph; PostgreSQL adds the vectors still waiting to its graph, reads
         the graph into the server's memory and builds the lists of common terms that its
         full-text search prunes with."""
-        self._vectors().warm(self.namespace_for(namespace))
         self.db.dialect.text_index_upkeep(self.db, self.settings.thread_context_weight, None)
+        self._vectors().warm(self.namespace_for(namespace))  # last: nothing evicts the graph after
 
     # --- writes ----------------------------------------------------------------------------
     def store(
