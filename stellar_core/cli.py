@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import textwrap
 import threading
@@ -91,14 +92,14 @@ def ingest(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
     def report(result: IngestResult) -> None:
         print(_human("ingest", result.to_dict()), file=sys.stderr, flush=True)
 
+    # Ctrl-C ends the watch between batches: an interrupt raised in the middle of a write
+    # could leave the process unable to shut down.
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
-        total = watch_path(
-            mem, args.path, stop, extensions=wanted, importance=args.importance, on_change=report
-        )
-    except KeyboardInterrupt:  # Ctrl-C ends the watch; the watcher stops with the process
-        stop.set()
-        return {"watch": "stopped"}
-    return total.to_dict()
+        watch_path(mem, args.path, stop, extensions=wanted, importance=args.importance, on_change=report)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return {"watch": "stopped"}
 
 
 def import_(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:

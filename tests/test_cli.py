@@ -426,9 +426,13 @@ def test_watch_ingests_until_interrupted(db: str, tmp_path: Path) -> None:
             time.sleep(0.2)
     finally:
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
+        try:
+            out, err = proc.communicate(timeout=30)
+        finally:
+            proc.kill()  # a watcher that outlived its test would load every later one
     assert proc.returncode == 0, err
     assert "1 new memories" in err  # each batch of changes is reported as it is ingested
+    assert "watch stopped" in out
 
 
 def count_file(db: str, content: str) -> int:

@@ -269,6 +269,25 @@ def test_watch_ingests_changes_as_they_happen(mem: StellarMemory, tmp_path: Path
     assert isinstance(total, IngestResult) and total.removed == 1 and total.new == 3
 
 
+def test_watch_does_not_ingest_again_what_it_only_read(mem: StellarMemory, tmp_path: Path) -> None:
+    """Reading a file fires inotify open and close events; they are no change."""
+    root = write(tmp_path / "quiet", {"a.md": "Alpha.", "b.md": "Bravo."})
+    stop = threading.Event()
+    batches: list[IngestResult] = []
+    watcher = threading.Thread(
+        target=lambda: watch_path(mem, root, stop, settle_seconds=0.1, on_change=batches.append)
+    )
+    watcher.start()
+    try:
+        wait_for(lambda: len(all_memories(mem)) == 2)
+        (root / "a.md").read_text()  # as any reader would
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        watcher.join(timeout=10)
+    assert batches == []
+
+
 def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():

@@ -14,7 +14,12 @@ import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    EVENT_TYPE_CLOSED_NO_WRITE,
+    EVENT_TYPE_OPENED,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 
 from stellar_core import validation as check
@@ -119,6 +124,10 @@ def read_text(file: Path) -> tuple[str | None, str]:
     return text.replace("\r\n", "\n").replace("\r", "\n"), ""
 
 
+# Events of a file opened or closed without a write: nothing changed.
+_READ_ONLY = frozenset({EVENT_TYPE_OPENED, EVENT_TYPE_CLOSED_NO_WRITE})
+
+
 def watch_path(
     mem: StellarMemory,
     path: Path | str,
@@ -146,6 +155,8 @@ def watch_path(
 
     class Collect(FileSystemEventHandler):
         def on_any_event(self, event: FileSystemEvent) -> None:
+            if event.event_type in _READ_ONLY:  # our own reads would re-ingest, forever
+                return
             with lock:
                 for p in (event.src_path, getattr(event, "dest_path", "")):
                     if p:
