@@ -374,19 +374,9 @@ class StellarMemory:
         with self.db.read() as conn:
             index = self._vectors().get(ns, conn)
             hits = recall_pass(
-                conn,
-                self.db.dialect,
-                index,
-                ns,
-                text,
-                vector,
-                k,
-                filters,
-                bool(expand),
-                self.settings,
-                now,
+                conn, self.db.dialect, index, ns, text, vector, k, filters, bool(expand), self.settings, now,
                 side=self.db.side_read if self.db.dialect.parallel_reads else None,
-            )
+            )  # fmt: skip
         self._recalls.add((seq for seq, *_ in hits), now)
         return [RecallHit(x, relevance, via) for _, x, relevance, via in hits]
 

@@ -96,7 +96,7 @@ class PgVectorIndexes:
                 conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
                 conn.execute(_PREWARM, {"index": _index_name(self.dim)})
         except sa.exc.DBAPIError as exc:
-            log.info("vector graph not prewarmed (no pg_prewarm here): %s", str(exc.orig).strip())
+            log.info("vector graph not prewarmed: %s", str(exc.orig).strip())
             return False
         return True
 

@@ -91,16 +91,13 @@ def recall(
     def lexical(c: sa.Connection) -> dict[int, float]:
         return dict(dialect.text_search(c, namespace, query_terms(text), n, s.thread_context_weight, where))
 
-    if side is None:
-        vec, lex = _vector_arm(index, vector, n, allowed, s), lexical(conn)
-    else:
+    def beside(side: Callable[[], AbstractContextManager[sa.Connection]]) -> dict[int, float]:
+        with side() as c:
+            return lexical(c)
 
-        def beside() -> dict[int, float]:
-            with side() as c:
-                return lexical(c)
-
-        pending = _LEXICAL.submit(beside)
-        vec, lex = _vector_arm(index, vector, n, allowed, s), pending.result()
+    pending = _LEXICAL.submit(beside, side) if side is not None else None
+    vec = _vector_arm(index, vector, n, allowed, s)
+    lex = pending.result() if pending is not None else lexical(conn)
     fused = fusion.fuse_scores(lex, {q: v for q, (v, _) in vec.items()}, s.lexical_weight, s.vector_weight)
     cands: dict[int, Candidate] = {q: Candidate(r) for q, r in fused.items()}
     for q in lex:
