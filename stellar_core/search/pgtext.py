@@ -19,6 +19,11 @@ its memories get. So each common term keeps a list of the ``LIST_SIZE`` memories
 most in (ranked by saturated frequency, which is the term's share up to its IDF), and every
 level also scores the lists: a memory left off them gets at most the list's floor. The upkeep
 builds the lists (``build_lists``); every write adds a memory that beats a floor.
+
+Within a level, a conjunction whose terms' bounds add up to less than the ``limit``-th score
+so far is not searched: a memory it would add scores no more than that sum. Each conjunction
+is its own index scan, OR-ed in one statement (one tsquery of them all made GIN evaluate the
+whole tree per posting: 27 ms where the scans take 3-4). Decision 0020 has the figures.
 """
 
 from __future__ import annotations
@@ -43,7 +48,8 @@ K1, B = 1.2, 0.75  # the usual constants (FTS5's too)
 EXHAUSTIVE_POSTINGS = 2_000  # up to this many postings in all, every match is scored at once
 RARE_POSTINGS = 5_000  # the rarest terms, up to this many postings together, match alone
 MAX_CLAUSES = 64  # conjunctions a level may hold; a level needing more is skipped
-LIST_SIZE = 300  # memories on a common term's list; terms in more memories than this get one
+LIST_SIZE = 150  # memories on a common term's list; terms in more memories than this get one
+# (150, not 300: the first level of a many-word query scores every list: decision 0020)
 LIST_DRIFT = 0.2  # lists are ranked again once the average length moved this much
 BUILD_POSTINGS = 20_000  # postings read per transaction by the upkeep building lists
 
@@ -107,9 +113,9 @@ def search(
     score = _Scorer(conn, namespace, terms, limit, context_weight, avgdl)
     if where is not None:
         allowed = conn.execute(sa.select(memories.c.seq).where(memories.c.namespace == namespace, where))
-        return score(_any(terms), seqs=json_list(allowed.scalars()))
+        return score([_any(terms)], seqs=json_list(allowed.scalars()))
     if sum(t.docs for t in terms) <= EXHAUSTIVE_POSTINGS:
-        return score(_any(terms))
+        return score([_any(terms)])
 
     alone, postings = [], 0  # rare terms without a list match alone
     for t in terms:
@@ -126,16 +132,21 @@ def search(
         levels = _levels(common, limit - postings, docs)
     bounds = sorted((t.bound for t in common), reverse=True)
     best: dict[int, float] = {}
-    scored = ""  # what the levels so far matched: a level scores only the memories it adds
+    rare = [_quote(t.lexeme) for t in alone]
+    theta, above, scored = 0.0, len(common) + 2, list[str]()
     for s in levels:
-        clauses = [_any([t]) for t in alone] + ["(" + _all(c) + ")" for c in combinations(common, s)]
-        level = " | ".join(clauses)
-        best.update(score(f"({level}) & !({scored})" if scored and level else level, lists))
+        # A memory first found at level s holds no rare term and exactly s common ones (if the
+        # level above ran), each off its list: a conjunction that cannot reach theta is left out.
+        every = [(_all(c), sum(t.bound for t in c)) for c in combinations(common, s)]
+        clauses = [q for q, most in every if above != s + 1 or most * (1 + 1e-9) >= theta]
+        if clauses or lists or not scored:
+            best.update(score(clauses if scored else rare + clauses, lists, scored))
         top = sorted(best.items(), key=lambda hit: (-hit[1], hit[0]))[:limit]
         theta = top[limit - 1][1] if len(top) >= limit else 0.0
         if s == 1 or theta > sum(bounds[: s - 1]) * (1 + 1e-9):
             return top
-        best, scored, lists = dict(top), level, []  # the lists are scored once
+        # The next level scores only the memories it adds; the lists are scored once.
+        best, lists, above, scored = dict(top), [], s, rare + [q for q, _ in every]
     raise AssertionError("level 1 always returns")  # pragma: no cover
 
 
@@ -202,12 +213,18 @@ class _Scorer:
         }
 
     def __call__(
-        self, query: str, lists: Sequence[str] = (), seqs: str | None = None
+        self,
+        clauses: Sequence[str],
+        lists: Sequence[str] = (),
+        scored: Sequence[str] = (),
+        seqs: str | None = None,
     ) -> list[tuple[int, float]]:
-        """The top memories matching ``query`` or on the lists of ``lists`` (among ``seqs``)."""
-        params = {**self._params, "query": query, "lists": list(lists), "seqs": seqs}
-        statement = _SCORE_AMONG if seqs is not None else _score_sql(bool(query), bool(lists))
-        return [(int(seq), float(score)) for seq, score in self._conn.execute(statement, params)]
+        """The top memories matching any of ``clauses`` (tsqueries) and none of ``scored``, or
+        on the lists of ``lists`` (among ``seqs``)."""
+        params = {"clauses": list(clauses), "lists": list(lists), "scored": list(scored), "seqs": seqs}
+        statement = _score_sql(bool(clauses), bool(lists), bool(scored), seqs is not None)
+        rows = self._conn.execute(statement, self._params | params)
+        return [(int(seq), float(score)) for seq, score in rows]
 
 
 def _key_sql(
@@ -233,28 +250,33 @@ _TERMS = sa.text(
 )
 
 
-@functools.lru_cache(maxsize=8)
-def _score_sql(match: bool, lists: bool, among: bool = False) -> sa.TextClause:
-    """BM25 of the memories matching :query (``match``), or on the lists of :lists."""
+_ROW = "seq, length, doc FROM memory_text"
+
+
+@functools.lru_cache(maxsize=16)
+def _score_sql(match: bool, lists: bool, exclude: bool = False, among: bool = False) -> sa.TextClause:
+    """BM25 of the memories matching any of :clauses and none of :scored, or on the lists of
+    :lists. Each memory's row is read once: the scan that finds it also scores it."""
+    matching = "doc @@ ANY(CAST(:clauses AS tsquery[]))"
     found = []
-    restrict = f"AND seq IN ({SEQS_SQL})" if among else ""
-    if match:
-        found.append(
-            f"SELECT seq FROM memory_text WHERE namespace = :ns AND doc @@ CAST(:query AS tsquery) {restrict}"
-        )
+    if match:  # one index scan per clause, OR-ed: far cheaper than one tsquery of them all
+        skip = " AND NOT doc @@ ANY(CAST(:scored AS tsquery[]))" if exclude else ""
+        restrict = f" AND seq IN ({SEQS_SQL})" if among else ""
+        found.append(f"SELECT {_ROW} WHERE namespace = :ns AND {matching}{skip}{restrict}")
     if lists:
+        again = f" AND NOT {matching}" if match else ""  # found by the match already
         found.append(
-            "SELECT DISTINCT seq FROM text_top WHERE namespace = :ns AND lexeme = ANY(CAST(:lists AS text[]))"
+            f"SELECT {_ROW} WHERE namespace = :ns AND seq IN (SELECT seq FROM text_top "
+            f"WHERE namespace = :ns AND lexeme = ANY(CAST(:lists AS text[]))){again}"
         )
     return sa.text(
         f"""
         WITH terms AS (
             SELECT * FROM unnest(CAST(:lexemes AS text[]), CAST(:idfs AS float8[])) AS x(lexeme, idf)
-        ), found AS ({" UNION ".join(found)}
+        ), found AS ({" UNION ALL ".join(found)}
         ), hits AS (
             SELECT t.seq, u.lexeme, {_key_sql(":cw", ":avgdl")} AS share
-            FROM found JOIN memory_text t ON t.seq = found.seq, unnest(t.doc) u
-            WHERE t.namespace = :ns AND u.lexeme = ANY(CAST(:lexemes AS text[]))
+            FROM found t, unnest(t.doc) u WHERE u.lexeme = ANY(CAST(:lexemes AS text[]))
         )
         SELECT h.seq, sum(x.idf * (:k1 + 1) * h.share) AS score
         FROM hits h JOIN terms x USING (lexeme)
@@ -262,8 +284,6 @@ def _score_sql(match: bool, lists: bool, among: bool = False) -> sa.TextClause:
         """
     )
 
-
-_SCORE_AMONG = _score_sql(True, False, among=True)
 
 _PUT_TEXT = sa.text(  # one statement for the batch: arrays, not a statement per row
     "INSERT INTO memory_text (seq, namespace, doc, length) "

@@ -34,6 +34,12 @@ _REBUILD_LOCK = 0x5E11A13  # one rebuild at a time across every process
 MAINTAIN_SECONDS = 0.5  # per upkeep round, so recall statistics are not held up behind it
 _indexed = sa.literal_column("memory_vectors.indexed", sa.Boolean)  # PostgreSQL only: 0004
 _PREWARM = sa.text("SELECT pg_prewarm(CAST(:index AS regclass))")
+# ef_search: candidates the walk keeps. Iterative scans keep reading the graph until enough
+# rows pass the namespace filter (pgvector >= 0.8): a small namespace in a large table
+# otherwise finds too few. Both for this transaction only.
+_SEARCH_SETTINGS = sa.text(
+    "SELECT set_config('hnsw.ef_search', :ef, true), set_config('hnsw.iterative_scan', 'relaxed_order', true)"
+)
 _COUNTS = sa.text("SELECT count(*) FILTER (WHERE NOT indexed), count(*) FROM memory_vectors")
 _INDEX_PENDING = sa.text(
     "UPDATE memory_vectors SET indexed = true WHERE seq IN (SELECT seq FROM memory_vectors "
@@ -81,10 +87,18 @@ class PgVectorIndexes:
             self.rebuild()
         while self.index_pending(INDEX_BATCH):
             pass
-        if waiting:  # statistics from before, with most vectors waiting, make the planner
-            with self._db.write() as conn:  # scan the table for the exact arm
-                conn.exec_driver_sql("ANALYZE memory_vectors")
+        if waiting:
+            self._vacuum()
         self.prewarm()
+
+    def _vacuum(self) -> None:
+        """Clear the rows that adding vectors to the graph left dead, and refresh the planner's
+        statistics (from before, with most vectors waiting, it scans the table for the exact
+        arm). After a bulk load that is every row: a throttled autovacuum then spent over 7
+        minutes on them at 1M, beside the recalls; unthrottled here it takes 5 s."""
+        with self._db.engine.connect() as raw:  # VACUUM runs outside a transaction
+            conn = raw.execution_options(isolation_level="AUTOCOMMIT")
+            conn.exec_driver_sql("VACUUM ANALYZE memory_vectors")
 
     def prewarm(self) -> bool:
         """Read the graph into the server's shared buffers, where the server has ``pg_prewarm``
@@ -144,28 +158,23 @@ class PgVectorSearch:
         self._ns = namespace
         self._vec = sa.cast(v.embedding, VECTOR(dim))  # the indexed expression
         self._dim = dim
-        # Iterative scans keep reading the graph until enough rows pass the namespace filter
-        # (pgvector >= 0.8); without them a small namespace in a large table finds too few.
-        conn.exec_driver_sql("SET LOCAL hnsw.iterative_scan = relaxed_order")
 
     def _distance(self, query: np.ndarray) -> sa.ColumnElement[float]:
         q = sa.bindparam("q", np.asarray(query, dtype=np.float32), type_=Embedding())
         return self._vec.op("<=>", return_type=sa.Float)(q)
 
     def search(self, query: np.ndarray, n: int, allowed: set[int] | None = None) -> list[tuple[int, float]]:
-        """The graph's nearest, merged with an exact scan of the vectors not in it yet."""
-        self._conn.exec_driver_sql(f"SET LOCAL hnsw.ef_search = {max(EF_SEARCH, int(n))}")
+        """The graph's nearest, merged with an exact scan of the vectors not in it yet (one
+        statement for both)."""
+        self._conn.execute(_SEARCH_SETTINGS, {"ef": str(max(EF_SEARCH, int(n)))})
         dist = self._distance(query)
         params = {}
         stmt: Any = sa.select(v.seq, dist.label("d")).join(memories, m.seq == v.seq).where(live(self._ns))
         if allowed is not None:
             stmt = stmt.where(in_json_list(v.seq, "seqs"))
             params["seqs"] = json_list(sorted(allowed))
-        found = [
-            (int(seq), 1.0 - float(d))
-            for arm in (stmt.where(_indexed), stmt.where(~_indexed))
-            for seq, d in self._conn.execute(arm.order_by(dist).limit(n), params)
-        ]
+        both = sa.union_all(*(stmt.where(part).order_by(dist).limit(n) for part in (_indexed, ~_indexed)))
+        found = [(int(seq), 1.0 - float(d)) for seq, d in self._conn.execute(both, params)]
         return sorted(found, key=lambda hit: -hit[1])[:n]
 
     def similarities(self, query: np.ndarray, seqs: Sequence[int]) -> dict[int, float]:
