@@ -66,26 +66,30 @@ def test_new_vectors_are_found_before_and_after_they_join_the_graph(
     assert valid
 
 
-_GRAPH_IN_BUFFERS = """
-    SELECT count(*), pg_relation_size('ix_memory_vectors_hnsw_384') / current_setting('block_size')::int
-    FROM pg_buffercache WHERE relfilenode = pg_relation_filenode('ix_memory_vectors_hnsw_384')
+_IN_BUFFERS = """
+    SELECT count(*), pg_relation_size(:relation) / current_setting('block_size')::int
+    FROM pg_buffercache WHERE relfilenode = pg_relation_filenode(:relation)
       AND reldatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
 """
+_READ_BY_RECALL = ("ix_memory_vectors_hnsw_384", "memory_text", "ix_memory_text_doc")
 
 
-def test_warm_reads_the_graph_into_shared_buffers(open_memory, backend) -> None:
-    """As after a server restart: the graph out of the buffers, and warm() brings it back."""
+def test_warm_reads_what_recall_reads_into_shared_buffers(open_memory, backend) -> None:
+    """As after a server restart: the graph and the full-text rows and index out of the
+    buffers, and warm() brings them back."""
     mem = open_memory(embedder=HashEmbedder())
     mem.store_many([f"star chart {i} of sector {i % 9}" for i in range(400)])
     mem.warm()
     with mem.db.write() as conn:
         conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pg_buffercache")
-        conn.exec_driver_sql("SELECT pg_buffercache_evict_relation('ix_memory_vectors_hnsw_384')")
-        assert conn.exec_driver_sql(_GRAPH_IN_BUFFERS).one()[0] == 0
+        for relation in _READ_BY_RECALL:
+            conn.execute(sa.text("SELECT pg_buffercache_evict_relation(:r)"), {"r": relation})
+            assert conn.execute(sa.text(_IN_BUFFERS), {"relation": relation}).one()[0] == 0
     mem.warm()
     with mem.db.read() as conn:
-        cached, blocks = conn.exec_driver_sql(_GRAPH_IN_BUFFERS).one()
-    assert blocks > 1 and cached == blocks
+        for relation in _READ_BY_RECALL:
+            cached, blocks = conn.execute(sa.text(_IN_BUFFERS), {"relation": relation}).one()
+            assert blocks > 1 and cached == blocks, relation
 
 
 def test_warm_without_pg_prewarm_still_warms(postgres: Postgres, tmp_path: Path) -> None:
