@@ -36,8 +36,12 @@ _indexed = sa.literal_column("memory_vectors.indexed", sa.Boolean)  # PostgreSQL
 _PREWARM = sa.text("SELECT pg_prewarm(CAST(:relation AS regclass))")
 # What the lexical arm reads (search/pgtext.py), prewarmed before the graph.
 _TEXT_RELATIONS = (
-    *("memory_text", "ix_memory_text_doc"),
-    *("text_top", "text_top_pkey", "text_terms", "text_terms_pkey"),
+    "memory_text",
+    "ix_memory_text_doc",
+    "text_top",
+    "text_top_pkey",
+    "text_terms",
+    "text_terms_pkey",
 )
 # ef_search: candidates the walk keeps. Iterative scans keep reading the graph until enough
 # rows pass the namespace filter (pgvector >= 0.8): a small namespace in a large table
