@@ -68,15 +68,21 @@ def test_new_vectors_are_found_before_and_after_they_join_the_graph(
 
 _IN_BUFFERS = """
     SELECT count(*), pg_relation_size(:relation) / current_setting('block_size')::int
-    FROM pg_buffercache WHERE relfilenode = pg_relation_filenode(:relation)
+    FROM pg_buffercache WHERE relfilenode = pg_relation_filenode(:relation) AND relforknumber = 0
       AND reldatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
 """
-_READ_BY_RECALL = ("ix_memory_vectors_hnsw_384", "memory_text", "ix_memory_text_doc")
+_READ_BY_RECALL = (
+    "ix_memory_vectors_hnsw_384",
+    "memory_text",
+    "ix_memory_text_doc",
+    "memory_vectors",
+    "memories",
+)
 
 
 def test_warm_reads_what_recall_reads_into_shared_buffers(open_memory, backend) -> None:
-    """As after a server restart: the graph and the full-text rows and index out of the
-    buffers, and warm() brings them back."""
+    """As after a server restart: the graph, the full-text rows and index, the vector and
+    memory rows out of the buffers, and warm() brings them back."""
     mem = open_memory(embedder=HashEmbedder())
     mem.store_many([f"star chart {i} of sector {i % 9}" for i in range(400)])
     mem.warm()
@@ -258,6 +264,41 @@ def test_term_statistics_stay_exact_through_every_write(open_memory, backend) ->
             "OR s.max_context < cardinality(u.weights) - cardinality(array_positions(u.weights, 'A')))"
         ).scalar_one()
     assert loose == 0
+
+
+# Each stored document's terms, their content and context counts, and its length, against
+# a parse of the content and of the neighbours' texts joined (window 2, as configured).
+_AS_PARSED_WHOLE = """
+    WITH want AS (
+        SELECT m.seq, setweight(to_tsvector('english', m.content), 'A') || setweight(to_tsvector('english',
+               coalesce((SELECT string_agg(n.content, E'\\n' ORDER BY n.position) FROM memories n
+                         WHERE n.thread = m.thread AND n.deleted_at IS NULL AND n.position <> m.position
+                           AND n.position BETWEEN m.position - 2 AND m.position + 2), '')), 'B') AS doc
+        FROM memories m WHERE m.deleted_at IS NULL
+    ), terms AS (
+        SELECT seq, u.lexeme, cardinality(u.weights) AS every,
+               cardinality(array_positions(u.weights, 'A')) AS a
+        FROM {table}, unnest(doc) u
+    )
+    SELECT seq, lexeme, every, a, (SELECT sum(every) FROM terms x WHERE x.seq = terms.seq) FROM terms
+"""
+
+
+def test_each_text_is_parsed_once_with_the_terms_of_parsing_every_context_whole(open_memory, backend) -> None:
+    mem = open_memory(embedder=HashEmbedder())
+    texts = _zipf_texts(120)
+    stored = mem.store_many([{"content": t, "thread": f"t{i % 7}"} for i, t in enumerate(texts)])
+    mem.store_many([{"content": t, "thread": f"t{i % 3}"} for i, t in enumerate(_zipf_texts(30, seed=5))])
+    mem.forget(stored[20].id)  # its neighbours' contexts close the gap
+    with mem.db.read() as conn:
+        stored_docs = set(conn.exec_driver_sql(_AS_PARSED_WHOLE.format(table="memory_text t")).all())
+        parsed = set(conn.exec_driver_sql(_AS_PARSED_WHOLE.format(table="want")).all())
+        lengths = conn.exec_driver_sql(
+            "SELECT count(*) FROM memory_text t WHERE t.length <> "
+            "(SELECT sum(cardinality(u.weights)) FROM unnest(t.doc) u)"
+        ).scalar_one()
+    assert stored_docs == parsed and len(parsed) > 1000
+    assert lengths == 0
 
 
 # Every posting above its term's floor, ranked as the list was, that is not on the list.

@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from stellar_core.store.dialect import Dialect
+from stellar_core.store.dialect import Dialect, TextRows
 from stellar_core.store.schema import memories
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
@@ -107,20 +107,19 @@ def reindex(
         for seq, t, p, content in in_spans(conn, namespace, threaded, 2 * window):
             by_place[(t, p)] = (seq, content)
     # Every row whose context window covers a touched row must be rewritten.
-    targets: dict[int, tuple[str, str | None, int | None]] = {s: (c, t, p) for s, t, p, c in rows}
+    targets: dict[int, tuple[str | None, int | None]] = {s: (t, p) for s, t, p, _ in rows}
+    texts = {s: c for s, _, _, c in rows}
     for t, p in threaded:
         for d in range(-window, window + 1):
             hit = by_place.get((t, p + d))
-            if hit is not None:
-                targets.setdefault(hit[0], (hit[1], t, p + d))
+            if hit is not None and hit[0] not in targets:
+                targets[hit[0]] = (t, p + d)
     out = []
-    for seq, (content, th, pos) in targets.items():
-        context = ""
+    for seq, (th, pos) in targets.items():
+        near = []
         if th is not None and pos is not None:
-            context = "\n".join(
-                by_place[(th, pos + d)][1]
-                for d in range(-window, window + 1)
-                if d != 0 and (th, pos + d) in by_place
-            )
-        out.append((seq, content, context))
-    dialect.text_index_put(conn, namespace, out)
+            places = ((th, pos + d) for d in range(-window, window + 1) if d)
+            near = [by_place[x][0] for x in places if x in by_place]
+        out.append((seq, near))
+    texts.update(by_place.values())
+    dialect.text_index_put(conn, namespace, TextRows(out, texts))

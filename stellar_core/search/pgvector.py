@@ -34,8 +34,12 @@ _REBUILD_LOCK = 0x5E11A13  # one rebuild at a time across every process
 MAINTAIN_SECONDS = 0.5  # per upkeep round, so recall statistics are not held up behind it
 _indexed = sa.literal_column("memory_vectors.indexed", sa.Boolean)  # PostgreSQL only: 0004
 _PREWARM = sa.text("SELECT pg_prewarm(CAST(:relation AS regclass))")
-# What the lexical arm reads (search/pgtext.py), prewarmed before the graph.
-_TEXT_RELATIONS = (
+# What a recall reads besides the graph, prewarmed before it, least used first (a server with
+# too few buffers keeps the later ones): the rows of vectors and memories that the thread
+# neighbours and the head's boosts read, then the lexical arm's (search/pgtext.py).
+_RECALL_RELATIONS = (
+    "memory_vectors",
+    "memories",
     "memory_text",
     "ix_memory_text_doc",
     "text_top",
@@ -111,16 +115,17 @@ class PgVectorIndexes:
 
     def prewarm(self) -> bool:
         """Read what every recall reads into the server's shared buffers, the graph last:
-        the full-text rows and index and the term lists, then the graph. Where the server has
-        ``pg_prewarm`` and this role may create it (or it exists). A fresh build or a restart
-        leaves them on disk, and the first thousand recalls then read them page by page.
-        Measured at 1M: recall p95 167 ms cold, 30 ms after a 1.4 s prewarm of the graph
-        (decision 0019); the first 300 recalls after a restart p50 18.8 / p95 38.6 ms with the
-        graph alone prewarmed, 11.5 / 24.8 ms with the text too (4 GB of buffers)."""
+        vector and memory rows, the full-text rows and index and the term lists, then the
+        graph. Where the server has ``pg_prewarm`` and this role may create it (or it exists).
+        A fresh build or a restart leaves them on disk, and the first thousand recalls then
+        read them page by page. Measured at 1M: recall p95 167 ms cold, 30 ms after a 1.4 s
+        prewarm of the graph (decision 0019); the first 300 recalls after a restart p50 18.8 /
+        p95 38.6 ms with the graph alone prewarmed, 11.5 / 24.8 ms with the text too (4 GB of
+        buffers); decision 0021 has the rows'."""
         try:
             with self._db.write() as conn:
                 conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
-                for relation in (*_TEXT_RELATIONS, _index_name(self.dim)):
+                for relation in (*_RECALL_RELATIONS, _index_name(self.dim)):
                     conn.execute(_PREWARM, {"relation": relation})
         except sa.exc.DBAPIError as exc:
             log.info("search indexes not prewarmed: %s", str(exc.orig).strip())

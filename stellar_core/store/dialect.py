@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -21,6 +21,19 @@ from stellar_core.settings import Settings
 if TYPE_CHECKING:
     from stellar_core.embeddings import Embedder
     from stellar_core.search.vector import VectorIndexes
+
+
+class TextRows(NamedTuple):
+    """Full-text rows to (re)write: each memory's content and, as its thread context, its
+    neighbours' contents. Contents are given once by seq: a database that parses each text
+    once (PostgreSQL) does not parse a neighbour again for every row it is context of."""
+
+    rows: list[tuple[int, list[int]]]  # (seq, seqs of its thread neighbours)
+    texts: dict[int, str]  # the content of every seq named in rows
+
+    def joined(self) -> list[tuple[int, str, str]]:
+        """(seq, content, context) with the context as one text."""
+        return [(seq, self.texts[seq], "\n".join(self.texts[n] for n in near)) for seq, near in self.rows]
 
 
 class Dialect(Protocol):
@@ -66,10 +79,8 @@ class Dialect(Protocol):
     def insert_many(self, conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
         """Insert rows (dicts with the same keys) the fastest way the database has."""
 
-    def text_index_put(
-        self, conn: sa.Connection, namespace: str, rows: Sequence[tuple[int, str, str]]
-    ) -> None:
-        """(Re)index rows of (seq, content, thread context) of one namespace."""
+    def text_index_put(self, conn: sa.Connection, namespace: str, rows: TextRows) -> None:
+        """(Re)index rows of one namespace."""
 
     def text_index_drop(self, conn: sa.Connection, namespace: str, seqs: Sequence[int]) -> None:
         """Remove rows from a namespace's full-text index."""

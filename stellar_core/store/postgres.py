@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 from stellar_core.embeddings import Embedder
 from stellar_core.search.vector import VectorIndexes
 from stellar_core.settings import Settings
+from stellar_core.store.dialect import TextRows
 from stellar_core.store.schema import Embedding
 
 
@@ -169,9 +170,7 @@ class PostgresDialect:
                 copy.write_row([Jsonb(r[n]) if j else r[n] for n, j in zip(names, json, strict=True)])
 
     # --- full text: search/pgtext.py ----------------------------------------------------------
-    def text_index_put(
-        self, conn: sa.Connection, namespace: str, rows: Sequence[tuple[int, str, str]]
-    ) -> None:
+    def text_index_put(self, conn: sa.Connection, namespace: str, rows: TextRows) -> None:
         from stellar_core.search import pgtext
 
         pgtext.put(conn, namespace, rows)

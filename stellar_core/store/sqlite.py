@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 from stellar_core.embeddings import Embedder
 from stellar_core.search.vector import VectorIndexes
 from stellar_core.settings import Settings
-from stellar_core.store.dialect import namespace_token
+from stellar_core.store.dialect import TextRows, namespace_token
 from stellar_core.store.schema import memories
 
 _PRAGMAS = (
@@ -126,15 +126,13 @@ class SqliteDialect:
         self._text_tables.add(name)
         return name
 
-    def text_index_put(
-        self, conn: sa.Connection, namespace: str, rows: Sequence[tuple[int, str, str]]
-    ) -> None:
-        """(Re)index rows of (seq, content, thread context) of one namespace."""
-        if not rows:
+    def text_index_put(self, conn: sa.Connection, namespace: str, rows: TextRows) -> None:
+        """(Re)index rows of one namespace: content and context columns."""
+        if not rows.rows:
             return
         table = self._text_table(conn, namespace, create=True)
-        self.text_index_drop(conn, namespace, [r[0] for r in rows])  # FTS5 rejects a duplicate rowid
-        conn.exec_driver_sql(f"INSERT INTO {table}(rowid, content, context) VALUES (?, ?, ?)", list(rows))
+        self.text_index_drop(conn, namespace, [seq for seq, _ in rows.rows])  # FTS5 rejects a duplicate rowid
+        conn.exec_driver_sql(f"INSERT INTO {table}(rowid, content, context) VALUES (?, ?, ?)", rows.joined())
 
     def text_index_drop(self, conn: sa.Connection, namespace: str, seqs: Sequence[int]) -> None:
         """Remove rows from a namespace's full-text index."""
