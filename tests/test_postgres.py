@@ -382,3 +382,24 @@ def test_the_pruned_lexical_search_finds_the_exhaustive_top(open_memory, backend
         stopped_early += any("&" in c for c in issued[-1])  # its last level needed several terms at once
         assert pruned == search(True, q), q
     assert stopped_early >= 10  # 24 of the 98 when written
+
+
+def test_a_bulk_load_refreshes_planner_statistics_without_waiting_for_them(open_memory, backend) -> None:
+    mem = open_memory(embedder=HashEmbedder())
+    analysed = "SELECT last_analyze FROM pg_stat_user_tables WHERE relname = 'memories'"
+    with mem.db.read() as conn:
+        before = conn.exec_driver_sql(analysed).scalar_one()
+    blocker = sa.create_engine(mem.db.url)
+    with blocker.connect() as conn, ThreadPoolExecutor(1) as pool:  # ANALYZE waits for this lock
+        conn.exec_driver_sql("LOCK TABLE memories IN SHARE UPDATE EXCLUSIVE MODE")
+        load = pool.submit(mem.store_many, [f"survey log {i} of the outer belt" for i in range(1_000)])
+        try:  # 1,000 memories cross the line; the batch does not wait for the refresh
+            load.result(timeout=30)
+            assert mem.db._refreshing.locked()
+        finally:
+            conn.rollback()
+    blocker.dispose()
+    with mem.db._refreshing:  # the refresh finishes in its thread
+        pass
+    with mem.db.read() as conn:
+        assert conn.exec_driver_sql(analysed).scalar_one() != before

@@ -727,6 +727,8 @@ def test_a_bulk_load_refreshes_the_planner_statistics(open_memory, backend) -> N
     planner scanning whole namespaces to look up one batch's content hashes."""
     mem = open_memory()
     mem.store_many([f"bulk loaded note {i}" for i in range(1_500)])
+    with mem.db._refreshing:  # on PostgreSQL the refresh runs in a thread of its own
+        pass
     with mem.db.read() as conn:
         if backend == "sqlite":
             planned = int(
