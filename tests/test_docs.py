@@ -53,6 +53,7 @@ def test_compose_file_configures_real_settings_and_the_deployed_pool() -> None:
 
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     assert {"postgres", "redis", "prefect-server", "worker"} <= set(compose["services"])
+    assert "shared_buffers=${PG_SHARED_BUFFERS" in " ".join(compose["services"]["postgres"]["command"])
     env = compose["services"]["worker"]["environment"]
     fields = set(Settings.model_fields)
     for name in env:
