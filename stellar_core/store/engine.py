@@ -149,8 +149,11 @@ class Database:
             return self.dialect.checkpoint(conn)
 
     def close(self) -> None:
-        with self._refreshing:  # a refresh in its thread finishes first
-            self.engine.dispose()
+        # A refresh running in its thread finishes first; the wait is bounded, since a process
+        # forked while one ran holds a copy of the lock that nothing will release.
+        if self._refreshing.acquire(timeout=60):
+            self._refreshing.release()
+        self.engine.dispose()
         if self._side is not None:
             self._side.dispose()
 
