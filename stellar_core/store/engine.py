@@ -94,20 +94,18 @@ class Database:
         self._added += rows
         if self._added < max(1_000, self._rows // 2) or not self._refreshing.acquire(blocking=False):
             return
-        if not self.dialect.parallel_reads:
-            try:
-                with self.write() as conn:
-                    self._refresh_statistics(conn)
-            finally:
-                self._refreshing.release()
-            return
-        threading.Thread(target=self._refresh_beside, name="stellar-analyze", daemon=True).start()
+        if self.dialect.parallel_reads:
+            threading.Thread(target=self._refresh, name="stellar-analyze", daemon=True).start()
+        else:
+            self._refresh()
 
-    def _refresh_beside(self) -> None:
+    def _refresh(self) -> None:
+        """The refresh ``added`` asked for; its caller's writes are committed already, so a
+        failure is logged, and the next batch tries again."""
         try:
             with self.write() as conn:
                 self._refresh_statistics(conn)
-        except Exception as exc:  # the next batch tries again; nothing waits for this one
+        except Exception as exc:
             log.warning("planner statistics not refreshed: %s", exc)
         finally:
             self._refreshing.release()
