@@ -121,7 +121,7 @@ class PgVectorIndexes:
         read them page by page. Measured at 1M: recall p95 167 ms cold, 30 ms after a 1.4 s
         prewarm of the graph (decision 0019); the first 300 recalls after a restart p50 18.8 /
         p95 38.6 ms with the graph alone prewarmed, 11.5 / 24.8 ms with the text too (4 GB of
-        buffers); decision 0021 has the rows'."""
+        buffers); decision 0021 has the figures with the vector and memory rows too."""
         try:
             with self._db.write() as conn:
                 conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
