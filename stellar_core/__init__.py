@@ -28,6 +28,7 @@ from stellar_core.errors import (
 )
 from stellar_core.memory import StellarMemory
 from stellar_core.models import (
+    ChangeEvent,
     ForgetReport,
     ImportReport,
     IngestResult,
@@ -45,6 +46,7 @@ from stellar_core.summaries import SummaryResult, summarise
 
 __all__ = [
     "ApiSource",
+    "ChangeEvent",
     "Clock",
     "ConfigurationError",
     "DedupResult",

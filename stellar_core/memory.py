@@ -21,6 +21,7 @@ from stellar_core.housekeeping import RecallLog, Upkeep
 from stellar_core.lifecycle import forget_idle
 from stellar_core.lifecycle import reorbit as reorbit_pass
 from stellar_core.models import (
+    ChangeEvent,
     ForgetReport,
     ImportReport,
     Link,
@@ -48,6 +49,7 @@ from stellar_core.validation import Draft
 log = logging.getLogger(__name__)
 
 _DB_SUFFIXES = {".db", ".sqlite", ".sqlite3"}
+PAGE_MAX = 10_000  # memories() and events() return at most this many at once
 TEXT_UPKEEP_SECONDS = 0.5  # per upkeep round, so recall statistics are not held up behind it
 
 
@@ -349,6 +351,7 @@ class StellarMemory:
         until: Any = None,
         source_type: str | None = None,
         expand: bool = False,
+        count: bool = True,
         namespace: str | None = None,
         principal: Principal | str | None = None,
     ) -> list[RecallHit]:
@@ -356,7 +359,8 @@ class StellarMemory:
 
         Filters: ``zones``, ``tags`` (every one must be present), ``since`` / ``until``
         (creation time, datetime or epoch seconds), ``source_type``. ``expand`` adds linked
-        memories of the hits, each scored below the hit that brought it.
+        memories of the hits, each scored below the hit that brought it. ``count=False`` is a
+        look, not a use (a dashboard, an audit): the hits' recall statistics stay as they are.
         """
         ns = self.namespace_for(namespace)
         self._who(principal)
@@ -377,7 +381,8 @@ class StellarMemory:
                 conn, self.db.dialect, index, ns, text, vector, k, filters, bool(expand), self.settings, now,
                 side=self.db.side_read if self.db.dialect.parallel_reads else None,
             )  # fmt: skip
-        self._recalls.add((seq for seq, *_ in hits), now)
+        if count:
+            self._recalls.add((seq for seq, *_ in hits), now)
         return [RecallHit(x, relevance, via) for _, x, relevance, via in hits]
 
     def get(
@@ -454,6 +459,46 @@ class StellarMemory:
             zones,
             float(mean or 0.0),
         )
+
+    def memories(
+        self,
+        *,
+        zones: Iterable[Zone | str] | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        namespace: str | None = None,
+        principal: Principal | str | None = None,
+    ) -> list[Memory]:
+        """Live memories of the namespace, highest score first (a page of ``limit`` from
+        ``offset``), optionally only those in ``zones``."""
+        ns = self.namespace_for(namespace)
+        self._who(principal)
+        limit = check.positive_int(limit, "limit", PAGE_MAX)
+        offset = check.positive_int(offset, "offset", 2**62, least=0)
+        where = live(ns)
+        if zones is not None:
+            where = sa.and_(where, m.zone.in_([z.value for z in check.zones(zones)]))
+        self._recalls.flush()
+        with self.db.read() as conn:
+            found = fetch(conn, where, order_by=(m.score.desc(), m.seq), limit=limit, offset=offset)
+        return list(found.values())
+
+    def events(
+        self,
+        *,
+        after: int = 0,
+        limit: int = 100,
+        namespace: str | None = None,
+        principal: Principal | str | None = None,
+    ) -> list[ChangeEvent]:
+        """The namespace's change log, newest first: at most ``limit`` events with a ``seq``
+        above ``after`` (pass the newest seq seen to follow the log)."""
+        ns = self.namespace_for(namespace)
+        self._who(principal)
+        after = check.positive_int(after, "after", 2**62, least=0)
+        limit = check.positive_int(limit, "limit", PAGE_MAX)
+        with self.db.read() as conn:
+            return outbox.newest(conn, ns, after, limit)
 
     def namespaces(self) -> list[str]:
         """Namespaces that hold at least one live memory."""

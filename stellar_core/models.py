@@ -124,6 +124,20 @@ class Link:
 
 
 @dataclass(frozen=True)
+class ChangeEvent:
+    """One entry of the change log: who changed which memory how, in the order it happened."""
+
+    seq: int  # position in this database's log; a later change has a larger seq
+    namespace: str
+    memory_id: str
+    op: str  # "store", "import", "update", "forget", "link", "purge"
+    agent: str
+    hlc: str
+    created_at: float
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ReorbitReport:
     """What one reorbit pass did in one namespace."""
 

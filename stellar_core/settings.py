@@ -193,6 +193,14 @@ class Settings(BaseSettings):
         default=1.0, gt=0, description="How often batched recall statistics are written."
     )
 
+    # --- dashboard -----------------------------------------------------------------------
+    dashboard_orbit_sample: int = Field(
+        default=300, ge=1, le=10_000, description="Dashboard: memories drawn per zone (the highest scored)."
+    )
+    dashboard_refresh_seconds: float = Field(
+        default=2.0, gt=0, description="Dashboard: how often the live event feed refreshes."
+    )
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
         t = [self.core_threshold, self.inner_threshold, self.outer_threshold, self.belt_threshold]

@@ -329,6 +329,11 @@ def test_recall_statistics_are_written_on_flush(mem, clock):
     mem.flush()
     assert mem.get(hit.id).recall_count == 3
 
+    clock.advance(days=1)
+    assert mem.recall("wifi password", k=1, count=False)[0].memory.id == hit.id  # a look, not a use
+    mem.flush()
+    assert mem.get(hit.id).recall_count == 3 and mem.get(hit.id).last_recalled_at == after.last_recalled_at
+
 
 def test_background_thread_writes_recall_statistics(open_memory):
     mem = open_memory(background=True, settings=Settings(stats_flush_seconds=0.2))

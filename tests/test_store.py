@@ -741,3 +741,45 @@ def test_a_bulk_load_refreshes_the_planner_statistics(open_memory, backend) -> N
                 "SELECT reltuples FROM pg_class WHERE relname = 'memories'"
             ).scalar()
     assert planned >= 1_000
+
+
+def test_memories_pages_a_namespace_by_score_and_zone(mem: StellarMemory) -> None:
+    mem.store_many([{"content": f"fact {i} about the relay", "importance": i / 10} for i in range(10)])
+    mem.store("someone else's fact", namespace="other")
+    mem.reorbit()
+    everything = mem.memories(limit=100)
+    assert len(everything) == 10 and {x.namespace for x in everything} == {mem.namespace}
+    assert [x.score for x in everything] == sorted((x.score for x in everything), reverse=True)
+    assert mem.memories(limit=3, offset=2) == everything[2:5]
+    inner = [x for x in everything if x.zone in (Zone.CORE, Zone.INNER)]
+    assert mem.memories(zones=["core", Zone.INNER], limit=100) == inner
+    mem.forget(everything[0].id)
+    assert everything[0].id not in {x.id for x in mem.memories(limit=100)}
+    with pytest.raises(ValidationError):
+        mem.memories(limit=0)
+    with pytest.raises(ValidationError):
+        mem.memories(zones=["sun"])
+    with pytest.raises(ValidationError):
+        mem.memories(offset=-1)
+
+
+def test_events_follow_the_change_log_newest_first(mem: StellarMemory, open_memory) -> None:
+    a = mem.store("the relay in Troll was replaced")
+    other = open_memory(agent="planner-2")  # another agent on the same database
+    b = other.store("the relay needs a spare")
+    other.link(b.id, a.id, kind="supports")
+    mem.update(a.id, importance=0.9)
+    mem.store("a note elsewhere", namespace="other")
+    log = mem.events(limit=10)
+    assert [(e.op, e.memory_id, e.agent) for e in log] == [
+        ("update", a.id, "local"),
+        ("link", b.id, "planner-2"),
+        ("store", b.id, "planner-2"),
+        ("store", a.id, "local"),
+    ]
+    assert log[0].payload["importance"] == 0.9 and log[1].payload["target_id"] == a.id
+    assert log[2].payload["content"] == "the relay needs a spare"
+    assert [e.seq for e in mem.events(after=log[2].seq)] == [log[0].seq, log[1].seq]  # follow the log
+    assert len(mem.events(limit=1)) == 1
+    with pytest.raises(ValidationError):
+        mem.events(after=-1)

@@ -89,10 +89,18 @@ def to_row(mem: Memory) -> dict[str, Any]:
 
 
 def fetch(
-    conn: sa.Connection, where: sa.ColumnElement[bool], params: dict[str, Any] | None = None
+    conn: sa.Connection,
+    where: sa.ColumnElement[bool],
+    params: dict[str, Any] | None = None,
+    *,
+    order_by: Sequence[sa.ColumnElement[Any]] = (),
+    limit: int | None = None,
+    offset: int = 0,
 ) -> dict[int, Memory]:
-    """Memories matching ``where`` (with its bound ``params``), keyed by seq, with their tags."""
-    return _with_tags(conn, conn.execute(sa.select(m.seq, *MEMORY_COLUMNS).where(where), params).all())
+    """Memories matching ``where`` (with its bound ``params``), keyed by seq in ``order_by``'s
+    order, with their tags."""
+    q = sa.select(m.seq, *MEMORY_COLUMNS).where(where).order_by(*order_by).limit(limit).offset(offset)
+    return _with_tags(conn, conn.execute(q, params).all())
 
 
 def fetch_seqs(conn: sa.Connection, seqs: Sequence[int]) -> dict[int, Memory]:

@@ -11,6 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from stellar_core.models import ChangeEvent
 from stellar_core.store.dialect import Dialect
 from stellar_core.store.schema import changes
 
@@ -38,3 +39,15 @@ def last_seq(conn: sa.Connection, namespace: str) -> int:
     """Newest change seq of the namespace (0 if none)."""
     c = changes.c
     return int(conn.execute(sa.select(sa.func.max(c.seq)).where(c.namespace == namespace)).scalar() or 0)
+
+
+def newest(conn: sa.Connection, namespace: str, after: int, limit: int) -> list[ChangeEvent]:
+    """The namespace's newest ``limit`` changes with a seq above ``after``, newest first."""
+    c = changes.c
+    q = (
+        sa.select(c.seq, c.namespace, c.memory_id, c.op, c.agent, c.hlc, c.created_at, c.payload)
+        .where(c.namespace == namespace, c.seq > after)
+        .order_by(c.seq.desc())
+        .limit(limit)
+    )
+    return [ChangeEvent(int(r.seq), *r[1:7], payload=dict(r.payload or {})) for r in conn.execute(q)]
