@@ -1,4 +1,4 @@
-# One image for the Prefect server, the workers (and, when it exists, the dashboard).
+# One image for the Prefect server, the workers and the dashboard.
 # torch is pinned like the Makefile pins it; for the small CPU-only build point pip at a
 # CPU wheel index at build time: docker compose build --build-arg PIP_EXTRA_INDEX_URL=...
 FROM python:3.11-slim

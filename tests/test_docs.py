@@ -52,13 +52,15 @@ def test_compose_file_configures_real_settings_and_the_deployed_pool() -> None:
     from stellar_core import Settings
 
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    assert {"postgres", "redis", "prefect-server", "worker"} <= set(compose["services"])
-    assert "shared_buffers=${PG_SHARED_BUFFERS" in " ".join(compose["services"]["postgres"]["command"])
-    env = compose["services"]["worker"]["environment"]
+    services = compose["services"]
+    assert {"postgres", "redis", "prefect-server", "worker", "dashboard"} <= set(services)
+    assert "shared_buffers=${PG_SHARED_BUFFERS" in " ".join(services["postgres"]["command"])
     fields = set(Settings.model_fields)
-    for name in env:
+    for name in [*services["worker"]["environment"], *services["dashboard"]["environment"]]:
         if name.startswith("STELLAR_"):
             assert name.removeprefix("STELLAR_").lower() in fields, name
+    assert services["dashboard"]["environment"]["STELLAR_DATABASE_URL"].startswith("postgresql+psycopg://")
+    assert (ROOT / services["dashboard"]["command"][2]).is_file()  # streamlit run <the app>
     pools = {
         d["work_pool"]["name"] for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
     }

@@ -10,7 +10,6 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -22,8 +21,6 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.exceptions import ObjectAlreadyExists
 from prefect.flows import load_flow_from_entrypoint
-from prefect.settings import PREFECT_API_URL
-from prefect.testing.utilities import prefect_test_harness
 
 from stellar_core import ReorbitReport, StellarMemory, SteppingClock, SystemClock, ValidationError, Zone
 from stellar_core.errors import EmbeddingError
@@ -34,16 +31,6 @@ if TYPE_CHECKING:
     from tests.conftest import MemoryFactory
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="session")
-def prefect_api() -> Iterator[str]:
-    """One temporary Prefect server for the whole session (starting one takes seconds)."""
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-        # a loaded 2-core CI machine can need more than the default 30 s to start it
-        with prefect_test_harness(server_startup_timeout=180):
-            yield str(PREFECT_API_URL.value())
 
 
 def zones(**sizes: int) -> dict[str, int]:

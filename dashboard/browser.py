@@ -1,0 +1,90 @@
+"""Find memories (recall, or a page by score) and edit or forget one of them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+import streamlit as st
+
+from dashboard.palette import preview
+from stellar_core import Memory, StellarError, StellarMemory
+
+PAGE = 50
+COLUMNS = ["content", "zone", "score", "importance", "recalls", "tags", "pinned", "id"]
+
+
+def table(found: Sequence[Memory], relevance: Sequence[float] | None = None) -> pd.DataFrame:
+    rows = [
+        {
+            "content": preview(x.content),
+            "zone": x.zone.value,
+            "score": round(x.score, 3),
+            "importance": x.importance,
+            "recalls": x.recall_count,
+            "tags": ", ".join(x.tags),
+            "pinned": x.pinned,
+            "id": x.id,
+        }
+        for x in found
+    ]
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    if relevance is not None:
+        frame.insert(0, "relevance", [round(r, 3) for r in relevance])
+    return frame
+
+
+def done(message: str) -> None:
+    """Show the page again with the change in it, and say what was done."""
+    st.session_state["browser_done"] = message
+    st.rerun()
+
+
+def render(mem: StellarMemory, namespace: str) -> None:
+    st.header("Memories")
+    if message := st.session_state.pop("browser_done", None):
+        st.success(message)
+    query = st.text_input("Search", placeholder="a question or words (empty: all, highest score first)")
+    if query.strip():
+        hits = mem.recall(query, k=PAGE, count=False, namespace=namespace)
+        found, relevance = [h.memory for h in hits], [h.relevance for h in hits]
+    else:
+        page = st.number_input("Page", min_value=1, value=1, step=1)
+        found = mem.memories(limit=PAGE, offset=(int(page) - 1) * PAGE, namespace=namespace)
+        relevance = None
+    st.dataframe(table(found, relevance), hide_index=True, width="stretch")
+    if not found:
+        st.info("Nothing found.")
+        return
+
+    by_id = {x.id: x for x in found}
+    chosen = st.selectbox("Edit or forget", list(by_id), format_func=lambda i: preview(by_id[i].content, 90))
+    x = by_id[chosen]
+    with st.form(f"edit-{x.id}"):
+        content = st.text_area("Content", x.content, height=150)
+        importance = st.slider("Importance", 0.0, 1.0, float(x.importance), 0.05)
+        pinned = st.checkbox("Pinned (never forgotten)", x.pinned)
+        tags = st.text_input("Tags (comma separated)", ", ".join(x.tags))
+        st.caption(f"id `{x.id}` · zone {x.zone.value} · score {x.score:.3f} · {x.recall_count} recalls")
+        save = st.form_submit_button("Save")
+    if save:
+        try:
+            mem.update(
+                x.id,
+                content=content if content != x.content else None,
+                importance=importance,
+                pinned=pinned,
+                tags=[t.strip() for t in tags.split(",") if t.strip()],
+                namespace=namespace,
+            )
+        except StellarError as exc:  # e.g. empty content: nothing was changed
+            st.error(f"Not saved: {exc}")
+        else:
+            done("Saved.")
+    if st.button("Forget this memory", type="secondary"):
+        try:
+            mem.forget(x.id, namespace=namespace)
+        except StellarError as exc:
+            st.error(f"Not forgotten: {exc}")
+        else:
+            done("Forgotten: recall and get no longer return it.")

@@ -1,0 +1,168 @@
+"""The memory graph around one memory: its links, and their links, out to a chosen depth."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from dashboard.palette import preview, zone_colour
+from stellar_core import Link, Memory, NotFoundError, StellarMemory
+
+
+@dataclass
+class Neighbourhood:
+    nodes: dict[str, tuple[Memory, int]]  # id -> (memory, hops from the centre)
+    edges: list[Link]
+    truncated: bool  # stopped at max_nodes
+
+
+def neighbourhood(
+    mem: StellarMemory, namespace: str, centre: str, depth: int, max_nodes: int
+) -> Neighbourhood:
+    """Breadth first from ``centre`` over links in both directions."""
+    nodes = {centre: (mem.get(centre, namespace=namespace), 0)}
+    edges: dict[tuple[str, str, str], Link] = {}
+    frontier, truncated = [centre], False
+    for hop in range(1, depth + 1):
+        reached: list[str] = []
+        for node in frontier:
+            for e in mem.links(node, namespace=namespace):
+                other = e.target_id if e.source_id == node else e.source_id
+                if other not in nodes:
+                    if len(nodes) >= max_nodes:
+                        truncated = True
+                        continue
+                    try:
+                        nodes[other] = (mem.get(other, namespace=namespace), hop)
+                    except NotFoundError:  # forgotten between the two reads
+                        continue
+                    reached.append(other)
+                edges[(e.source_id, e.target_id, e.kind)] = e
+        frontier = reached
+    return Neighbourhood(nodes, list(edges.values()), truncated)
+
+
+def layout(hood: Neighbourhood) -> dict[str, tuple[float, float]]:
+    """The centre in the middle, each hop on a ring further out, spread evenly around it."""
+    rings: dict[int, list[str]] = {}
+    for node_id, (_, hop) in hood.nodes.items():
+        rings.setdefault(hop, []).append(node_id)
+    at: dict[str, tuple[float, float]] = {}
+    for hop, ids in rings.items():
+        for i, node_id in enumerate(sorted(ids)):
+            angle = 2 * math.pi * i / len(ids) + hop * 0.4  # offset rings so edges do not overlap
+            at[node_id] = (hop * math.cos(angle), hop * math.sin(angle))
+    return at
+
+
+def chart(hood: Neighbourhood) -> alt.LayerChart:
+    at = layout(hood)
+    nodes = pd.DataFrame(
+        [
+            {
+                "x": at[i][0],
+                "y": at[i][1],
+                "zone": x.zone.value,
+                "hops": hop,
+                "importance": x.importance,
+                "content": preview(x.content),
+                "id": i,
+            }
+            for i, (x, hop) in hood.nodes.items()
+        ],
+        columns=["x", "y", "zone", "hops", "importance", "content", "id"],
+    )
+    edges = pd.DataFrame(
+        [
+            {
+                "x": at[e.source_id][0],
+                "y": at[e.source_id][1],
+                "x2": at[e.target_id][0],
+                "y2": at[e.target_id][1],
+                "kind": e.kind,
+                "weight": e.weight,
+            }
+            for e in hood.edges
+            if e.source_id in at and e.target_id in at
+        ],
+        columns=["x", "y", "x2", "y2", "kind", "weight"],
+    )
+    extent = max(hop for _, hop in hood.nodes.values()) + 0.6  # the centre in the middle
+    centred = alt.Scale(domain=[-extent, extent])
+    lines = (
+        alt.Chart(edges)
+        .mark_rule(opacity=0.6)
+        .encode(
+            x=alt.X("x:Q", axis=None, scale=centred),
+            y=alt.Y("y:Q", axis=None, scale=centred),
+            x2="x2:Q",
+            y2="y2:Q",
+            strokeDash=alt.StrokeDash("kind:N", title="Link"),
+            strokeWidth=alt.StrokeWidth(
+                "weight:Q", scale=alt.Scale(domain=[0, 1], range=[0.5, 4]), legend=None
+            ),
+            tooltip=["kind:N", "weight:Q"],
+        )
+    )
+    dots = (
+        alt.Chart(nodes)
+        .mark_circle(stroke="white", strokeWidth=1, opacity=0.9)
+        .encode(
+            x="x:Q",
+            y="y:Q",
+            color=zone_colour(),
+            size=alt.Size("importance:Q", scale=alt.Scale(domain=[0, 1], range=[60, 600]), legend=None),
+            tooltip=["content:N", "zone:N", "hops:Q", "id:N"],
+        )
+    )
+    ring = (
+        alt.Chart(nodes[nodes["hops"] == 0])
+        .mark_point(size=900, color="black", strokeWidth=2)
+        .encode(x="x:Q", y="y:Q")
+    )  # marks the centre
+    return alt.layer(lines, dots, ring).properties(
+        width=600, height=600, autosize=alt.AutoSizeParams(type="pad")
+    )
+
+
+def render(mem: StellarMemory, namespace: str) -> None:
+    st.header("Memory graph")
+    query = st.text_input("Centre on", placeholder="words from a memory (empty: the highest scored)")
+    if query.strip():
+        candidates = [h.memory for h in mem.recall(query, k=10, count=False, namespace=namespace)]
+    else:
+        candidates = mem.memories(limit=20, namespace=namespace)
+    if not candidates:
+        st.info("No memories in this namespace yet.")
+        return
+    by_id = {x.id: x for x in candidates}
+    centre = st.selectbox("Centre", list(by_id), format_func=lambda i: preview(by_id[i].content, 90))
+    depth = st.slider("Hops", 1, 3, 2)
+    hood = neighbourhood(mem, namespace, centre, depth, max_nodes=80)
+    st.caption(
+        f"{len(hood.nodes)} memories, {len(hood.edges)} links"
+        + (" (stopped at 80 memories)" if hood.truncated else "")
+    )
+    if not hood.edges:
+        st.info("This memory has no links yet: `mem.link(a, b, kind=...)` adds them.")
+    st.altair_chart(chart(hood), width="content")
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "from": preview(hood.nodes[e.source_id][0].content, 60),
+                    "kind": e.kind,
+                    "weight": e.weight,
+                    "to": preview(hood.nodes[e.target_id][0].content, 60),
+                }
+                for e in hood.edges
+                if e.source_id in hood.nodes and e.target_id in hood.nodes
+            ],
+            columns=["from", "kind", "weight", "to"],
+        ),
+        hide_index=True,
+    )

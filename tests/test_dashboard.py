@@ -1,0 +1,265 @@
+"""The dashboard: every view in Streamlit's ``AppTest`` on a real database, edits through the
+API, flow runs from a real Prefect API, and the app served to a real headless browser."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import dashboard.state
+from dashboard import graph, solar
+from stellar_core import NotFoundError, Settings, StellarMemory, Zone
+
+if TYPE_CHECKING:
+    from tests.conftest import MemoryFactory
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "dashboard" / "app.py")
+FACTS = [
+    ("Ines owns the ground-station rota", 0.95),
+    ("The backup window is 02:00-03:00 UTC", 0.7),
+    ("Skarvik station is down on Tuesdays for maintenance", 0.5),
+    ("The coffee machine on floor 2 is broken", 0.1),
+    ("Deploys need two approvals from the release team", 0.8),
+    ("The quarterly review moved to Thursday", 0.2),
+]
+
+
+@pytest.fixture
+def seeded(open_memory: MemoryFactory, monkeypatch: pytest.MonkeyPatch) -> StellarMemory:
+    """A memory with facts in several zones and a chain of links, served to the app."""
+    mem = open_memory(agent="dashboard")
+    stored = [mem.store(text, importance=imp) for text, imp in FACTS]
+    mem.link(stored[0].id, stored[1].id, kind="related", weight=0.9)
+    mem.link(stored[1].id, stored[2].id, kind="supports", weight=0.4)
+    mem.reorbit()
+    monkeypatch.setattr(dashboard.state, "memory", lambda: mem)
+    return mem
+
+
+def view(name: str) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    at.sidebar.radio[0].set_value(name).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_solar_system_puts_every_memory_on_its_zones_orbit(seeded: StellarMemory) -> None:
+    shown = seeded.memories(limit=100)
+    assert len({x.zone for x in shown}) > 1  # the seed spans zones
+    bodies = solar.bodies(shown).set_index("id")
+    radius = {x.id: math.hypot(bodies.at[x.id, "x"], bodies.at[x.id, "y"]) for x in shown}
+    for x in shown:
+        assert abs(radius[x.id] - (x.zone.rank + 1)) <= solar.BAND + 1e-9
+    for a in shown:  # within a zone, a higher score is nearer the sun
+        for b in shown:
+            if a.zone == b.zone and a.score > b.score:
+                assert radius[a.id] < radius[b.id]
+    alone = solar.bodies(shown[:2]).set_index("id")  # a body's place does not depend on the others
+    assert (alone[["x", "y"]] == bodies.loc[alone.index, ["x", "y"]]).all().all()
+
+    at = view("Solar system")
+    assert "6 of 6 memories" in at.caption[0].value
+    assert len(at.get("vega_lite_chart")) == 1
+
+
+def test_solar_system_draws_at_most_the_configured_sample_per_zone(
+    open_memory: MemoryFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mem = open_memory(settings=Settings(dashboard_orbit_sample=2))
+    mem.store_many([f"note number {i} about the launch" for i in range(5)])
+    monkeypatch.setattr(dashboard.state, "memory", lambda: mem)
+    at = view("Solar system")
+    assert "2 of 5 memories: the 2 highest scored" in at.caption[0].value
+
+
+def test_statistics_show_the_namespaces_counts(seeded: StellarMemory) -> None:
+    seeded.forget(seeded.memories(zones=[Zone.CLOUD, Zone.BELT, Zone.OUTER], limit=1)[0].id)
+    at = view("Statistics")
+    metrics = {m.label: m.value for m in at.metric}
+    stats = seeded.stats()
+    assert metrics == {
+        "Memories": "5",
+        "Forgotten": "1",
+        "Links": str(stats.links),
+        "Threads": "0",
+        "Mean score": f"{stats.mean_score:.3f}",
+    }
+    zones = at.dataframe[0].value.set_index("zone")
+    assert zones["memories"].sum() == 5
+    assert zones.at["core", "capacity"] == seeded.zone_policy().capacities[Zone.CORE]
+
+
+def test_browser_searches_edits_and_forgets_through_the_api(seeded: StellarMemory) -> None:
+    at = view("Memories")
+    assert len(at.dataframe[0].value) == 6  # no query: a page, highest score first
+    at.text_input[0].set_value("who is responsible for the rota?").run()
+    hits = at.dataframe[0].value
+    assert "relevance" in hits and hits["content"].iloc[0] == "Ines owns the ground-station rota"
+    target = hits["id"].iloc[0]
+    assert at.selectbox[0].value == target
+    seeded.flush()
+    assert seeded.get(target).recall_count == 0  # an operator's search is not a use of the memory
+
+    at.text_area[0].set_value("Ines and Joao share the ground-station rota")
+    at.slider[0].set_value(0.6)
+    at.text_input[1].set_value("people, ops")
+    at.button[0].click().run()  # the form's Save
+    assert not at.exception and at.success[0].value == "Saved."
+    x = seeded.get(target)
+    assert (x.content, x.importance, x.tags) == (
+        "Ines and Joao share the ground-station rota",
+        0.6,
+        ("ops", "people"),
+    )
+    assert seeded.events(limit=1)[0].op == "update" and seeded.events(limit=1)[0].agent == "dashboard"
+
+    at.text_area[0].set_value("   ")  # bad input: a clear error, the stored memory untouched
+    at.button[0].click().run()
+    assert "Not saved" in at.error[0].value
+    assert seeded.get(target).content == "Ines and Joao share the ground-station rota"
+
+    at.button[1].click().run()  # Forget
+    assert at.success[0].value.startswith("Forgotten")
+    with pytest.raises(NotFoundError):
+        seeded.get(target)
+
+
+def test_event_feed_shows_other_agents_changes_newest_first(
+    seeded: StellarMemory, open_memory: MemoryFactory
+) -> None:
+    other = open_memory(agent="planner-2")
+    new = other.store("The antenna in Troll needs a new bearing", importance=0.4)
+    at = view("Events")
+    feed = at.dataframe[0].value
+    assert list(feed.iloc[0][["op", "agent", "memory"]]) == ["store", "planner-2", new.id]
+    assert feed.iloc[0]["details"] == "The antenna in Troll needs a new bearing"
+    assert list(feed["seq"]) == sorted(feed["seq"], reverse=True)
+    assert set(feed["op"]) >= {"store", "link"}
+    assert at.toggle[0].value  # live by default
+
+
+def test_graph_shows_the_neighbourhood_out_to_the_chosen_hops(seeded: StellarMemory) -> None:
+    rota = seeded.recall("ground-station rota", k=1)[0].memory
+    at = view("Graph")
+    at.text_input[0].set_value("ground-station rota").run()
+    at.selectbox[0].set_value(rota.id).run()
+    assert at.caption[0].value == "3 memories, 2 links"
+    assert set(at.dataframe[0].value["kind"]) == {"related", "supports"}
+    at.slider[0].set_value(1).run()
+    assert at.caption[0].value == "2 memories, 1 links"
+
+    hood = graph.neighbourhood(seeded, seeded.namespace, rota.id, depth=3, max_nodes=2)
+    assert len(hood.nodes) == 2 and hood.truncated
+
+
+def test_flow_runs_come_from_the_prefect_api(seeded: StellarMemory, prefect_api: str) -> None:
+    from prefect import flow
+
+    @flow(name="dashboard-probe")
+    def probe() -> int:
+        return 1
+
+    probe()
+    at = view("Flow runs")
+    runs = at.dataframe[0].value
+    assert runs.iloc[0]["flow"] == "dashboard-probe" and runs.iloc[0]["state"] == "Completed"
+
+
+def test_app_reports_a_database_it_cannot_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STELLAR_DATABASE_URL", f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/none")
+    monkeypatch.setenv("STELLAR_DB_POOL_TIMEOUT", "2")
+    dashboard.state.memory.clear()
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    dashboard.state.memory.clear()
+    assert not at.exception
+    assert at.error[0].value.startswith("Cannot open the memory")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def served(seeded: StellarMemory, tmp_path: Path) -> Iterator[str]:
+    """``streamlit run`` in its own process on the seeded database, as an operator starts it."""
+    seeded.flush()
+    port = free_port()
+    env = {
+        **os.environ,
+        "STELLAR_DATABASE_URL": seeded.settings.sqlalchemy_url(),
+        "STELLAR_AGENT_ID": "dashboard",
+    }
+    env["PREFECT_API_URL"] = f"http://127.0.0.1:{free_port()}/api"  # no Prefect server there
+    cmd = [sys.executable, "-m", "streamlit", "run", APP, "--server.headless", "true"]
+    cmd += ["--server.port", str(port), "--browser.gatherUsageStats", "false"]
+    log = (tmp_path / "streamlit.log").open("w")
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("streamlit did not start")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+
+
+@pytest.mark.slow
+@pytest.mark.sqlite_only
+def test_dashboard_in_a_real_browser(served: str, tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    chromium = shutil.which("chromium")
+    assert chromium, "chromium is missing: `make test` installs it (apt package chromium)"
+    args = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"]
+    args += ["--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=args)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(served)
+        sidebar = page.get_by_test_id("stSidebar")
+        expect(page.get_by_text("6 of 6 memories", exact=False)).to_be_visible(timeout=90_000)
+        chart = page.locator(".vega-embed").first
+        expect(chart).to_be_visible(timeout=30_000)
+        box = chart.bounding_box()
+        assert box and box["width"] > 300 and box["height"] > 300
+        page.screenshot(path=str(tmp_path / "solar.png"))  # the look: keep it when debugging
+
+        sidebar.get_by_text("Statistics", exact=True).click()
+        expect(page.get_by_text("Mean score")).to_be_visible(timeout=30_000)
+
+        sidebar.get_by_text("Memories", exact=True).click()
+        search = page.locator('input[aria-label="Search"]')
+        search.fill("when is the backup window?")
+        search.press("Enter")
+        best = "The backup window is 02:00-03:00 UTC"
+        hits = page.locator("table", has_text="relevance")  # the search's table, not the page's
+        expect(hits.get_by_test_id("glide-cell-1-0")).to_have_text(best, timeout=30_000)  # the top hit
+        expect(page.locator('input[aria-label="Edit or forget"]')).to_have_value(best)  # chosen to edit
+        assert page.get_by_text("Traceback").count() == 0
+
+        sidebar.get_by_text("Flow runs", exact=True).click()  # a dead Prefect API: said, not raised
+        expect(page.get_by_text("did not answer", exact=False)).to_be_visible(timeout=60_000)
+        browser.close()
+    assert (tmp_path / "solar.png").stat().st_size > 10_000
