@@ -9,18 +9,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import browser, events, flow_runs, graph, solar, statistics
 from dashboard.state import memory
+from dashboard.views import VIEWS
 from stellar_core import StellarError
-
-VIEWS = {
-    "Solar system": solar.render,
-    "Graph": graph.render,
-    "Statistics": statistics.render,
-    "Memories": browser.render,
-    "Events": events.render,
-    "Flow runs": flow_runs.render,
-}
 
 st.set_page_config(page_title="Stellar Memory", page_icon="🪐", layout="wide")
 try:

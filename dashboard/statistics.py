@@ -7,12 +7,12 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.palette import zone_colour
-from stellar_core import StellarMemory, Zone
+from stellar_core import Stats, StellarMemory, Zone
+from stellar_core.scoring import ZonePolicy
 
 
-def zone_table(mem: StellarMemory, namespace: str) -> pd.DataFrame:
+def zone_table(stats: Stats, policy: ZonePolicy) -> pd.DataFrame:
     """Per zone: memories now, the score threshold to enter it and its capacity."""
-    stats, policy = mem.stats(namespace=namespace), mem.zone_policy(namespace)
     return pd.DataFrame(
         {
             "zone": [z.value for z in Zone],
@@ -32,7 +32,7 @@ def render(mem: StellarMemory, namespace: str) -> None:
     cols[2].metric("Links", f"{stats.links:,}")
     cols[3].metric("Threads", f"{stats.threads:,}")
     cols[4].metric("Mean score", f"{stats.mean_score:.3f}")
-    zones = zone_table(mem, namespace)
+    zones = zone_table(stats, mem.zone_policy(namespace))
     bars = (
         alt.Chart(zones)
         .mark_bar()
@@ -53,7 +53,13 @@ def render(mem: StellarMemory, namespace: str) -> None:
     st.subheader("Namespaces")
     st.dataframe(
         pd.DataFrame(
-            [{"namespace": ns, "memories": mem.stats(namespace=ns).memories} for ns in mem.namespaces()[:100]]
+            [
+                {
+                    "namespace": ns,
+                    "memories": (stats if ns == namespace else mem.stats(namespace=ns)).memories,
+                }
+                for ns in mem.namespaces()[:100]
+            ]
         ),
         hide_index=True,
     )

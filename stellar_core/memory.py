@@ -438,27 +438,23 @@ class StellarMemory:
         ns = self.namespace_for(namespace)
         self._who(principal)
         self._recalls.flush()
+        alive = m.deleted_at.is_(None)
+        per_zone = (  # one pass over the namespace for the counts and the score
+            sa.select(m.zone, sa.func.count().filter(alive), sa.func.sum(m.score).filter(alive),
+                      sa.func.count().filter(~alive))
+            .where(m.namespace == ns)
+            .group_by(m.zone)
+        )  # fmt: skip
+        zones, total, forgotten = dict.fromkeys(Zone, 0), 0.0, 0
         with self.db.read() as conn:
-            zones = dict.fromkeys(Zone, 0)
-            for zone, count in conn.execute(
-                sa.select(m.zone, sa.func.count()).where(live(ns)).group_by(m.zone)
-            ):
-                zones[Zone(zone)] = count
-            mean = conn.execute(sa.select(sa.func.avg(m.score)).where(live(ns))).scalar()
-            forgotten = conn.execute(
-                sa.select(sa.func.count()).where(m.namespace == ns, m.deleted_at.is_not(None))
-            ).scalar()
+            for zone, n_live, score_sum, n_forgotten in conn.execute(per_zone):
+                zones[Zone(zone)] = int(n_live)
+                total += float(score_sum or 0.0)
+                forgotten += int(n_forgotten)
             n_links = graph.count(conn, ns)
             threads = conn.execute(sa.select(sa.func.count(sa.distinct(m.thread))).where(live(ns))).scalar()
-        return Stats(
-            ns,
-            sum(zones.values()),
-            int(forgotten or 0),
-            int(n_links or 0),
-            int(threads or 0),
-            zones,
-            float(mean or 0.0),
-        )
+        n = sum(zones.values())
+        return Stats(ns, n, forgotten, int(n_links or 0), int(threads or 0), zones, total / n if n else 0.0)
 
     def memories(
         self,
@@ -503,8 +499,7 @@ class StellarMemory:
     def namespaces(self) -> list[str]:
         """Namespaces that hold at least one live memory."""
         with self.db.read() as conn:
-            q = sa.select(m.namespace).distinct().where(m.deleted_at.is_(None)).order_by(m.namespace)
-            return list(conn.execute(q).scalars())
+            return list(conn.execute(_NAMESPACES).scalars())
 
     def zone_policy(self, namespace: str | None = None) -> ZonePolicy:
         """The namespace's zone thresholds and capacities."""
@@ -638,6 +633,19 @@ class StellarMemory:
             else None
         )
         return import_namespace(self, document, self.namespace_for(ns), self._who(principal))
+
+
+def _namespaces() -> sa.Select[Any]:
+    """Namespaces with a live memory, by skipping from one namespace to the next along the
+    index that starts with it: a few probes per namespace instead of a scan of every row."""
+    step = sa.select(sa.func.min(m.namespace).label("name")).cte("step", recursive=True)
+    after = sa.select(sa.func.min(m.namespace)).where(m.namespace > step.c.name).scalar_subquery()
+    step = step.union_all(sa.select(after).where(step.c.name.is_not(None)))
+    alive = sa.exists().where(m.namespace == step.c.name, m.deleted_at.is_(None))
+    return sa.select(step.c.name).where(step.c.name.is_not(None), alive).order_by(step.c.name)
+
+
+_NAMESPACES = _namespaces()
 
 
 def _url_for(location: str | Path) -> str:

@@ -445,6 +445,33 @@ def test_stats_counts_only_live_links(mem: StellarMemory) -> None:
     assert mem.stats().links == 1
 
 
+def test_stats_count_zones_tombstones_threads_and_the_mean_score(mem: StellarMemory) -> None:
+    mem.store_many([{"content": f"fact {i} about the relay", "importance": i / 10} for i in range(10)])
+    mem.store_many(
+        [{"content": "a question", "thread": "standup-1"}, {"content": "its answer", "thread": "standup-1"}]
+    )
+    mem.store("elsewhere", namespace="other")
+    mem.reorbit()
+    gone = mem.memories(limit=2)
+    for x in gone:
+        mem.forget(x.id)
+    live = mem.memories(limit=100)
+    stats = mem.stats()
+    assert (stats.memories, stats.forgotten, stats.threads) == (10, 2, 1)
+    assert stats.zones == {z: sum(x.zone == z for x in live) for z in Zone}
+    assert stats.mean_score == pytest.approx(sum(x.score for x in live) / len(live))
+    assert mem.stats(namespace="empty").mean_score == 0.0
+
+
+def test_namespaces_lists_those_with_a_live_memory_in_order(mem: StellarMemory) -> None:
+    for ns in ["team-c", "team-a", "team-b", "team-a"]:
+        mem.store(f"a note of {ns}", namespace=ns)
+    gone = mem.store("the only note of team-0", namespace="team-0")
+    mem.forget(gone.id, namespace="team-0")
+    mem.store_many([f"note {i} of team-b" for i in range(50)], namespace="team-b")
+    assert mem.namespaces() == ["team-a", "team-b", "team-c"]
+
+
 def test_relink_returns_the_stored_edge(mem: StellarMemory, clock) -> None:
     a, b = (x.id for x in mem.store_many(["left side", "right side"]))
     mem.link(a, b, weight=0.9)
