@@ -22,6 +22,8 @@ from dashboard import graph, solar
 from stellar_core import NotFoundError, Settings, StellarMemory, Zone
 
 if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
     from tests.conftest import MemoryFactory
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -201,6 +203,7 @@ def served(seeded: StellarMemory, tmp_path: Path) -> Iterator[str]:
     port = free_port()
     env = {
         **os.environ,
+        "STELLAR_DASHBOARD_REFRESH_SECONDS": "1",
         "STELLAR_DATABASE_URL": seeded.settings.sqlalchemy_url(),
         "STELLAR_AGENT_ID": "dashboard",
     }
@@ -225,9 +228,17 @@ def served(seeded: StellarMemory, tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
+def settled(page: Page) -> None:
+    """Wait for the script run to end: until then Streamlit shows the last run's elements too."""
+    from playwright.sync_api import expect
+
+    page.wait_for_timeout(200)
+    expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=60_000)
+
+
 @pytest.mark.slow
 @pytest.mark.sqlite_only
-def test_dashboard_in_a_real_browser(served: str, tmp_path: Path) -> None:
+def test_dashboard_in_a_real_browser(served: str, seeded: StellarMemory, tmp_path: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     chromium = shutil.which("chromium")
@@ -256,8 +267,16 @@ def test_dashboard_in_a_real_browser(served: str, tmp_path: Path) -> None:
         best = "The backup window is 02:00-03:00 UTC"
         hits = page.locator("table", has_text="relevance")  # the search's table, not the page's
         expect(hits.get_by_test_id("glide-cell-1-0")).to_have_text(best, timeout=30_000)  # the top hit
+        settled(page)  # the page's own elements are gone once the run ends
         expect(page.locator('input[aria-label="Edit or forget"]')).to_have_value(best)  # chosen to edit
         assert page.get_by_text("Traceback").count() == 0
+
+        sidebar.get_by_text("Events", exact=True).click()  # live: another agent's write shows up
+        expect(page.get_by_text("from every agent and flow", exact=False)).to_be_visible(timeout=30_000)
+        seeded.store("The antenna in Troll needs a new bearing", principal="planner-2")
+        expect(page.locator("td", has_text="The antenna in Troll needs a new bearing")).to_have_count(
+            1, timeout=30_000
+        )
 
         sidebar.get_by_text("Flow runs", exact=True).click()  # a dead Prefect API: said, not raised
         expect(page.get_by_text("did not answer", exact=False)).to_be_visible(timeout=60_000)
