@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cache
 
 import altair as alt
 import pandas as pd
@@ -15,7 +16,9 @@ from stellar_core import Link, Memory, NotFoundError, StellarMemory
 
 @dataclass
 class Neighbourhood:
+    centre: str
     nodes: dict[str, tuple[Memory, int]]  # id -> (memory, hops from the centre)
+    parents: dict[str, str]  # id -> the node it was first reached from
     edges: list[Link]
     truncated: bool  # stopped at max_nodes
 
@@ -25,6 +28,7 @@ def neighbourhood(
 ) -> Neighbourhood:
     """Breadth first from ``centre`` over links in both directions."""
     nodes = {centre: (mem.get(centre, namespace=namespace), 0)}
+    parents: dict[str, str] = {}
     edges: dict[tuple[str, str, str], Link] = {}
     frontier, truncated = [centre], False
     for hop in range(1, depth + 1):
@@ -40,22 +44,38 @@ def neighbourhood(
                         nodes[other] = (mem.get(other, namespace=namespace), hop)
                     except NotFoundError:  # forgotten between the two reads
                         continue
+                    parents[other] = node
                     reached.append(other)
                 edges[(e.source_id, e.target_id, e.kind)] = e
         frontier = reached
-    return Neighbourhood(nodes, list(edges.values()), truncated)
+    return Neighbourhood(centre, nodes, parents, list(edges.values()), truncated)
 
 
 def layout(hood: Neighbourhood) -> dict[str, tuple[float, float]]:
-    """The centre in the middle, each hop on a ring further out, spread evenly around it."""
-    rings: dict[int, list[str]] = {}
-    for node_id, (_, hop) in hood.nodes.items():
-        rings.setdefault(hop, []).append(node_id)
+    """A radial tree: the centre in the middle, each hop on a ring further out, and each node
+    in a slice of its parent's angle, as wide as the share of the leaves below it."""
+    children: dict[str, list[str]] = {}
+    for node, parent in hood.parents.items():
+        children.setdefault(parent, []).append(node)
+
+    @cache
+    def leaves(node: str) -> int:
+        return max(1, sum(leaves(c) for c in children.get(node, ())))
+
     at: dict[str, tuple[float, float]] = {}
-    for hop, ids in rings.items():
-        for i, node_id in enumerate(sorted(ids)):
-            angle = 2 * math.pi * i / len(ids) + hop * 0.4  # offset rings so edges do not overlap
-            at[node_id] = (hop * math.cos(angle), hop * math.sin(angle))
+
+    def place(node: str, start: float, end: float, hop: int) -> None:
+        middle = (start + end) / 2
+        at[node] = (hop * math.cos(middle), hop * math.sin(middle))
+        if hop:  # at most a half circle, facing away from the centre
+            half = min(end - start, math.pi) / 2
+            start, end = middle - half, middle + half
+        for child in children.get(node, ()):
+            share = (end - start) * leaves(child) / leaves(node)
+            place(child, start, start + share, hop + 1)
+            start += share
+
+    place(hood.centre, 0.0, 2 * math.pi, 0)
     return at
 
 

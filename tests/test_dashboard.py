@@ -163,8 +163,17 @@ def test_graph_shows_the_neighbourhood_out_to_the_chosen_hops(seeded: StellarMem
     at.slider[0].set_value(1).run()
     assert at.caption[0].value == "2 memories, 1 links"
 
-    hood = graph.neighbourhood(seeded, seeded.namespace, rota.id, depth=3, max_nodes=2)
-    assert len(hood.nodes) == 2 and hood.truncated
+    hood = graph.neighbourhood(seeded, seeded.namespace, rota.id, depth=3, max_nodes=10)
+    at = graph.layout(hood)  # the chain rota -> backup -> Skarvik: one ray out of the centre
+    (middle, first, second) = (at[i] for i in hood.nodes)
+    assert (
+        middle == (0.0, 0.0)
+        and math.hypot(*first) == pytest.approx(1)
+        and math.hypot(*second) == pytest.approx(2)
+    )
+    assert math.atan2(*first) == pytest.approx(math.atan2(*second))
+    capped = graph.neighbourhood(seeded, seeded.namespace, rota.id, depth=3, max_nodes=2)
+    assert len(capped.nodes) == 2 and capped.truncated
 
 
 def test_flow_runs_come_from_the_prefect_api(seeded: StellarMemory, prefect_api: str) -> None:
