@@ -365,7 +365,7 @@ class StellarMemory:
         ns = self.namespace_for(namespace)
         self._who(principal)
         text = check.content(query, self.settings.max_content_chars)
-        k = check.positive_int(k, "k", 1000)
+        k = check.int_in_range(k, "k", 1000)
         filters = Filters(
             check.zones(zones),
             check.tags(tags),
@@ -469,8 +469,8 @@ class StellarMemory:
         ``offset``), optionally only those in ``zones``."""
         ns = self.namespace_for(namespace)
         self._who(principal)
-        limit = check.positive_int(limit, "limit", PAGE_MAX)
-        offset = check.positive_int(offset, "offset", 2**62, least=0)
+        limit = check.int_in_range(limit, "limit", PAGE_MAX)
+        offset = check.int_in_range(offset, "offset", 2**62, least=0)
         where = live(ns)
         if zones is not None:
             where = sa.and_(where, m.zone.in_([z.value for z in check.zones(zones)]))
@@ -491,8 +491,8 @@ class StellarMemory:
         above ``after`` (pass the newest seq seen to follow the log)."""
         ns = self.namespace_for(namespace)
         self._who(principal)
-        after = check.positive_int(after, "after", 2**62, least=0)
-        limit = check.positive_int(limit, "limit", PAGE_MAX)
+        after = check.int_in_range(after, "after", 2**62, least=0)
+        limit = check.int_in_range(limit, "limit", PAGE_MAX)
         with self.db.read() as conn:
             return outbox.newest(conn, ns, after, limit)
 

@@ -79,9 +79,9 @@ def summarise(
     """
     s = mem.settings
     ns = mem.namespace_for(namespace)
-    least = s.summary_min_chars if min_chars is None else check.positive_int(min_chars, "min_chars", 10**9)
+    least = s.summary_min_chars if min_chars is None else check.int_in_range(min_chars, "min_chars", 10**9)
     limit = s.max_content_chars
-    most = s.summary_max_chars if max_chars is None else check.positive_int(max_chars, "max_chars", limit)
+    most = s.summary_max_chars if max_chars is None else check.int_in_range(max_chars, "max_chars", limit)
     engine = summarizer or summarizer_for(s)
     try:
         return _Run(mem, ns, engine, least, most).run()

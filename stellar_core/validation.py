@@ -252,7 +252,7 @@ def timestamp(value: Any) -> float | None:
     raise ValidationError(f"invalid time {value!r}")
 
 
-def positive_int(value: Any, name: str, most: int, least: int = 1) -> int:
+def int_in_range(value: Any, name: str, most: int, least: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= most:
         raise ValidationError(f"{name} must be a whole number in {least}..{most}, not {value!r}")
     return value

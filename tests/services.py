@@ -29,7 +29,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_for_port(port: int, what: str, timeout: float = 30.0) -> None:
+def wait_for_port(port: int, what: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with socket.socket() as s:
@@ -74,7 +74,7 @@ class Postgres:
             f"-c {k}={v}" for k, v in self.conf.items()
         )
         self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.data / "log"), "-w", "start")
-        _wait_for_port(self.port, "PostgreSQL")
+        wait_for_port(self.port, "PostgreSQL")
 
     def stop(self, mode: str = "fast") -> None:
         if (self.data / "postmaster.pid").exists():
@@ -108,7 +108,7 @@ class Redis:
         self.root.mkdir(parents=True, exist_ok=True)
         args = ["--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no"]
         self._proc = subprocess.Popen([exe, *args], cwd=self.root, stdout=subprocess.DEVNULL)
-        _wait_for_port(self.port, "Redis")
+        wait_for_port(self.port, "Redis")
 
     def stop(self) -> None:
         if self._proc is not None:

@@ -6,10 +6,8 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +18,7 @@ from streamlit.testing.v1 import AppTest
 import dashboard.state
 from dashboard import graph, solar
 from stellar_core import NotFoundError, Settings, StellarMemory, Zone
+from tests.services import free_port, wait_for_port
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -199,12 +198,6 @@ def test_app_reports_a_database_it_cannot_open(monkeypatch: pytest.MonkeyPatch) 
     assert at.error[0].value.startswith("Cannot open the memory")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def served(seeded: StellarMemory, tmp_path: Path) -> Iterator[str]:
     """``streamlit run`` in its own process on the seeded database, as an operator starts it."""
@@ -222,14 +215,7 @@ def served(seeded: StellarMemory, tmp_path: Path) -> Iterator[str]:
     log = (tmp_path / "streamlit.log").open("w")
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.2)
-        else:
-            raise AssertionError("streamlit did not start")
+        wait_for_port(port, "streamlit", timeout=60)
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
