@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
-.PHONY: run test serve dashboard lint bench locomo clean
+.PHONY: run test serve dashboard lint bench bench-quick locomo clean
 
 run: $(STAMP)        ## the main job: sample corpus -> memory -> reorbit -> zones and a recall
 	$(PY) -m examples.demo
@@ -24,6 +24,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)      ## performance figures at 10k and 100k memories (minutes)
 	$(PY) -m benchmarks.bench_core
+
+bench-quick: $(STAMP) ## the SQLite targets at 100k only, a PASS/FAIL line each (about 3 minutes)
+	$(PY) -m benchmarks.bench_core --sizes 100000 --no-real
 
 locomo: $(STAMP)     ## retrieval quality on ../shared/bench (development split)
 	$(PY) ../shared/bench/locomo_retrieval.py --adapter benchmarks/locomo_adapter.py

@@ -49,6 +49,9 @@ def reorbit(
         )
     )
     scored = int(conn.execute(sa.select(sa.func.count()).select_from(orbit)).scalar_one())
+    # Nothing analyses a temporary table: without statistics SQLite takes it for a big one and
+    # writes the scores back by scanning every namespace's memories instead of the pass's rows.
+    conn.exec_driver_sql(f"ANALYZE {orbit.name}")
     inward, outward = _rezone(conn, orbit, policy)
     # Each row is written once, with its new score and zone.
     o = orbit.c

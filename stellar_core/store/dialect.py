@@ -112,6 +112,9 @@ class _in_json_ints(FunctionElement[bool]):
     name = "in_json_ints"
     inherit_cache = True
     type = sa.Boolean()
+    # A predicate already: without this, SQLAlchemy renders it on SQLite (no boolean type) as
+    # "<expr> = 1", and SQLite plans "(seq IN (...)) = 1" as a scan of the whole table.
+    _is_implicitly_boolean = True
     cast_to = "BIGINT"
 
 
