@@ -7,12 +7,9 @@ for hit in mem.recall("where is the deploy key?"):
     print(hit.relevance, hit.memory.content)
 """
 
+from typing import TYPE_CHECKING, Any
+
 from stellar_core.clock import Clock, SteppingClock, SystemClock
-from stellar_core.connectors.api import ApiSource, ingest_api
-from stellar_core.connectors.files import ingest_path, watch_path
-from stellar_core.connectors.sources import Document, ingest_document
-from stellar_core.connectors.web import ingest_url, ingest_urls
-from stellar_core.dedup import DedupResult, consolidate
 from stellar_core.embeddings import Embedder, OpenAIEmbedder, SentenceTransformerEmbedder
 from stellar_core.errors import (
     ConfigurationError,
@@ -42,7 +39,47 @@ from stellar_core.models import (
     Zone,
 )
 from stellar_core.settings import Settings
-from stellar_core.summaries import SummaryResult, summarise
+from stellar_core.snippets import snippet
+
+if TYPE_CHECKING:
+    from stellar_core.connectors.api import ApiSource, ingest_api
+    from stellar_core.connectors.files import ingest_path, watch_path
+    from stellar_core.connectors.sources import Document, ingest_document
+    from stellar_core.connectors.web import ingest_url, ingest_urls
+    from stellar_core.dedup import DedupResult, consolidate
+    from stellar_core.summaries import SummaryResult, summarise
+
+# The jobs load on first use: an agent that only stores and recalls does not import the
+# connectors' libraries (trafilatura, watchdog, an HTML parser).
+_JOBS = {
+    "ApiSource": "stellar_core.connectors.api",
+    "ingest_api": "stellar_core.connectors.api",
+    "ingest_path": "stellar_core.connectors.files",
+    "watch_path": "stellar_core.connectors.files",
+    "Document": "stellar_core.connectors.sources",
+    "ingest_document": "stellar_core.connectors.sources",
+    "ingest_url": "stellar_core.connectors.web",
+    "ingest_urls": "stellar_core.connectors.web",
+    "DedupResult": "stellar_core.dedup",
+    "consolidate": "stellar_core.dedup",
+    "SummaryResult": "stellar_core.summaries",
+    "summarise": "stellar_core.summaries",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _JOBS:
+        raise AttributeError(f"module 'stellar_core' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(_JOBS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "ApiSource",
@@ -85,6 +122,7 @@ __all__ = [
     "ingest_path",
     "ingest_url",
     "ingest_urls",
+    "snippet",
     "summarise",
     "watch_path",
 ]

@@ -121,7 +121,7 @@ def _next_positions(conn: sa.Connection, ns: str, threads: set[str]) -> dict[str
         .where(m.namespace == ns, m.thread.in_(threads))
         .group_by(m.thread)
     )
-    found = dict(conn.execute(q).all())
+    found = dict(conn.execute(q).tuples().all())
     return {t: (found[t] + 1 if found.get(t) is not None else 0) for t in threads}
 
 

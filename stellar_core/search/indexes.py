@@ -18,6 +18,11 @@ from stellar_core.store.schema import memories, memory_vectors
 from stellar_core.sync import outbox
 
 v = memory_vectors.c
+_LIVE_VECTORS = (
+    sa.select(m.id, m.seq, v.embedding, m.thread, m.position)
+    .join_from(memories, memory_vectors, v.seq == m.seq)
+    .where(m.namespace == sa.bindparam("namespace"), m.deleted_at.is_(None))
+)
 
 
 class InProcessIndexes:
@@ -42,6 +47,9 @@ class InProcessIndexes:
         if conn is None:
             with self._db.read() as own:
                 return self.get(namespace, own)
+        with index.loading:  # one thread loads a new index; the others wait for it
+            if not index.loaded:
+                self._load(conn, namespace, index)
         events = outbox.since(conn, namespace, index.watermark)
         if events:
             self._apply(conn, namespace, index, events)
@@ -54,6 +62,21 @@ class InProcessIndexes:
         """Graph upkeep for every loaded index (runs off the query path)."""
         for index in list(self._indexes.values()):
             index.maintain()
+
+    def _load(self, conn: sa.Connection, namespace: str, index: VectorIndex) -> None:
+        """Every live vector of the namespace in one pass, as of ``conn``'s snapshot: replaying
+        the whole change log instead took 5.4 s at 100k memories, most of a command-line recall."""
+        index.watermark = outbox.last_seq(conn, namespace)
+        seqs, blobs, places = [], [], []
+        seq_of = self._seq_of[namespace]
+        for mid, seq, blob, thread, pos in conn.execute(_LIVE_VECTORS, {"namespace": namespace}).tuples():
+            seq_of[mid] = seq
+            seqs.append(seq)
+            blobs.append(blob)
+            places.append((thread, pos) if thread is not None and pos is not None else None)
+        if seqs:
+            index.upsert(seqs, np.stack(blobs).astype(np.float32, copy=False), places)
+        index.loaded = True
 
     def _apply(
         self,

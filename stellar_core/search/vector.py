@@ -60,6 +60,8 @@ class VectorIndex:
         self.dim = dim
         self.hnsw_min_rows = hnsw_min_rows
         self.watermark = 0  # last change-log seq applied
+        self.loaded = False  # filled from the database once (InProcessIndexes)
+        self.loading = threading.Lock()
         self._lock = threading.RLock()
         self._maintaining = threading.Lock()  # one build at a time (upkeep thread and warm())
         self._vecs = np.zeros((1024, dim), dtype=np.float32)

@@ -97,7 +97,7 @@ class SqliteDialect:
     def insert_keyed(self, conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> list[int]:
         """One multi-row INSERT ... RETURNING (rows come back in any order: matched by id)."""
         returned: dict[str, int] = dict(
-            conn.execute(table.insert().returning(table.c.id, table.c.seq), list(rows)).all()
+            conn.execute(table.insert().returning(table.c.id, table.c.seq), list(rows)).tuples().all()
         )
         return [returned[r["id"]] for r in rows]
 

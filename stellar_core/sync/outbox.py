@@ -50,4 +50,9 @@ def newest(conn: sa.Connection, namespace: str, after: int, limit: int) -> list[
         .order_by(c.seq.desc())
         .limit(limit)
     )
-    return [ChangeEvent(int(r.seq), *r[1:7], payload=dict(r.payload or {})) for r in conn.execute(q)]
+    return [
+        ChangeEvent(
+            int(r.seq), r.namespace, r.memory_id, r.op, r.agent, r.hlc, r.created_at, dict(r.payload or {})
+        )
+        for r in conn.execute(q)
+    ]
