@@ -26,7 +26,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 from flows.ingest import ingest_files_flow
 from flows.maintenance import maintenance_flow
-from stellar_core import NotFoundError, RecallHit, StellarMemory, Zone
+from stellar_core import NotFoundError, RecallHit, StellarMemory, Zone, snippet
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 NAMESPACE = "demo"
@@ -104,12 +104,12 @@ def print_upkeep(result: dict[str, Any]) -> None:
 
 
 def print_hits(question: str, hits: list[RecallHit], zones: dict[str, str]) -> None:
-    """A question and its best hits: relevance, zone after reorbit, first line of the memory."""
+    """A question and its best hits: relevance, zone after reorbit, where the memory came from
+    and the part of it that answers."""
     print(f"? {question}")
     for hit in hits:
-        first = hit.memory.content.splitlines()[0]
-        first = first if len(first) <= 64 else first[:61] + "..."
-        print(f"  {hit.relevance:.3f}  {zones[hit.memory.id]:<6}  {first}")
+        print(f"  {hit.relevance:.3f}  {zones[hit.memory.id]:<6}  {hit.memory.origin or '(stored)'}")
+        print(f"                 {snippet(hit.memory.content, question, 100)}")
     print()
 
 

@@ -83,6 +83,27 @@ class Memory:
         """True for a tombstone: forgotten, kept only until purged so sync can spread the delete."""
         return self.deleted_at is not None
 
+    @property
+    def origin(self) -> str:
+        """Where it came from, for people: a page's title or URL, a file's name, an API item,
+        with the chunk ("runbook.md #3"); else its thread and position; else "" (stored as is)."""
+        src, meta = self.source, self.metadata
+        chunk = f" #{src.chunk}" if src is not None and src.chunk is not None else ""
+        if src is not None:
+            if src.type == "file":
+                name = meta.get("file_name") or (src.url or "").rsplit("/", 1)[-1]
+            elif src.type == "web":
+                name = meta.get("title") or src.url
+            elif src.type == "summary":  # of a file, a page, a thread: named as they are
+                of = src.url or ""
+                name = "summary of " + (of.rsplit("/", 1)[-1] if of.startswith("/") else of)
+            else:
+                name = src.url or src.type
+            return f"{name or src.type}{chunk}"
+        if self.thread is not None:
+            return self.thread if self.position is None else f"{self.thread} #{self.position}"
+        return ""
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (used by export and the CLI)."""
         out = {k: getattr(self, k) for k in self.__dataclass_fields__}

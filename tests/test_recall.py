@@ -104,6 +104,18 @@ def test_hits_are_ranked_recall_hits_naming_their_arms(mem, facts):
     assert len({h.memory.id for h in hits}) == len(hits)
 
 
+def test_relevance_of_a_match_is_never_zero_in_a_small_namespace(mem):
+    """The README's quick start: three memories, every one a candidate of both arms. Scaled
+    from the weakest candidate, the last of them showed relevance 0.00 though both arms found it."""
+    mem.store("Ines owns the ground-station rota", importance=0.8)
+    mem.store("Who owns the rota?", thread="standup-12")
+    mem.store("Ines does, since March.", thread="standup-12")
+    hits = mem.recall("who is responsible for the rota?", k=5)
+    assert len(hits) == 3
+    assert all(h.relevance > 0.05 for h in hits if "lexical" in h.via), [(h.relevance, h.via) for h in hits]
+    assert hits[0].relevance > 0.5
+
+
 def test_exact_outer_match_beats_vague_core_memory(mem):
     vague, exact, *_ = mem.store_many(
         [

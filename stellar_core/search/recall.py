@@ -98,7 +98,7 @@ def recall(
     pending = _LEXICAL.submit(beside, side) if side is not None else None
     vec = _vector_arm(index, vector, n, allowed, s)
     lex = pending.result() if pending is not None else lexical(conn)
-    fused = fusion.fuse_scores(lex, {q: v for q, (v, _) in vec.items()}, s.lexical_weight, s.vector_weight)
+    fused = fusion.fuse_scores(lex, {q: v for q, (v, _) in vec.items()}, s.lexical_weight, s.vector_weight, n)
     cands: dict[int, Candidate] = {q: Candidate(r) for q, r in fused.items()}
     for q in lex:
         cands[q].via.add("lexical")
