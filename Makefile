@@ -15,9 +15,8 @@ test: $(STAMP)       ## the whole test suite on real services
 serve: $(STAMP)      ## every prefect.yaml deployment on its schedule, in this one process
 	$(PY) -m flows.serve
 
-dashboard: $(STAMP)  ## the Streamlit dashboard on http://localhost:8501 (`make run`'s memory unless STELLAR_* say)
-	STELLAR_HOME="$${STELLAR_HOME:-.stellar/demo}" $(PY) -m streamlit run dashboard/app.py \
-		--server.headless true --browser.gatherUsageStats false --client.toolbarMode viewer
+dashboard: $(STAMP)  ## the dashboard on http://127.0.0.1:8501 (`make run`'s memory unless STELLAR_* say)
+	STELLAR_HOME="$${STELLAR_HOME:-.stellar/demo}" $(PY) -m dashboard
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/mypy

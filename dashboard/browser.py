@@ -8,16 +8,18 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.palette import preview
-from stellar_core import Memory, StellarError, StellarMemory
+from stellar_core import Memory, StellarError, StellarMemory, snippet
 
 PAGE = 50
-COLUMNS = ["content", "zone", "score", "importance", "recalls", "tags", "pinned", "id"]
+COLUMNS = ["content", "source", "zone", "score", "importance", "recalls", "tags", "pinned", "id"]
 
 
-def table(found: Sequence[Memory], relevance: Sequence[float] | None = None) -> pd.DataFrame:
+def table(found: Sequence[Memory], relevance: Sequence[float] | None = None, query: str = "") -> pd.DataFrame:
+    """A row per memory; for a search, the part of each that matches the query."""
     rows = [
         {
-            "content": preview(x.content),
+            "content": snippet(x.content, query, 120) if query else preview(x.content),
+            "source": x.origin,
             "zone": x.zone.value,
             "score": round(x.score, 3),
             "importance": x.importance,
@@ -52,7 +54,7 @@ def render(mem: StellarMemory, namespace: str) -> None:
         page = st.number_input("Page", min_value=1, value=1, step=1)
         found = mem.memories(limit=PAGE, offset=(int(page) - 1) * PAGE, namespace=namespace)
         relevance = None
-    st.dataframe(table(found, relevance), hide_index=True, width="stretch")
+    st.dataframe(table(found, relevance, query.strip()), hide_index=True, width="stretch")
     if not found:
         st.info("Nothing found.")
         return
@@ -81,7 +83,19 @@ def render(mem: StellarMemory, namespace: str) -> None:
             st.error(f"Not saved: {exc}")
         else:
             done("Saved.")
-    if st.button("Forget this memory", type="secondary"):
+    # Forgetting asks first: the chosen memory is the top hit until someone picks another.
+    if st.session_state.get("forget_asked") != x.id:
+        if st.button("Forget this memory…", type="secondary"):
+            st.session_state["forget_asked"] = x.id
+            st.rerun()
+        return
+    st.warning(f"Forget “{preview(x.content, 90)}”? Recall and get stop returning it; it cannot be undone.")
+    yes, no = st.columns(2)
+    if no.button("Cancel"):
+        st.session_state.pop("forget_asked", None)
+        st.rerun()
+    if yes.button("Forget it", type="primary"):
+        st.session_state.pop("forget_asked", None)
         try:
             mem.forget(x.id, namespace=namespace)
         except StellarError as exc:

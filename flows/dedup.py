@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import flow
 
-from flows.common import open_memory, per_namespace
+from flows.common import Outcome, open_memory, per_namespace
 from tasks.upkeep import dedup_namespace
 
 
-@flow(name="dedup")
+@flow(name="dedup", persist_result=True)
 def dedup_flow(
     namespaces: list[str] | None = None, threshold: float | None = None, home: str | None = None
-) -> dict[str, Any]:
+) -> Outcome:
     """``{namespace: {scanned, clusters, merged, seconds}}``; ``threshold``: cosine similarity
     (default: the ``dedup_threshold`` setting)."""
     with open_memory(home) as mem:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import flow
 
-from flows.common import open_memory, per_namespace
+from flows.common import Outcome, open_memory, per_namespace
 from tasks.lifecycle import forget_namespace
 
 
-@flow(name="forget")
-def forget_flow(namespaces: list[str] | None = None, home: str | None = None) -> dict[str, Any]:
+@flow(name="forget", persist_result=True)
+def forget_flow(namespaces: list[str] | None = None, home: str | None = None) -> Outcome:
     """``{namespace: {forgotten, purged}}``."""
     with open_memory(home) as mem:
         return per_namespace(

@@ -6,36 +6,36 @@ from typing import Any
 
 from prefect import flow
 
-from flows.common import ingest_each, open_memory
+from flows.common import Outcome, ingest_each, open_memory
 from stellar_core.connectors.api import ApiSource
 from stellar_core.connectors.files import DEFAULT_EXTENSIONS
 from tasks.ingest import ingest_api_source, ingest_files_source, ingest_web_source
 
 
-@flow(name="ingest_files")
+@flow(name="ingest_files", persist_result=True)
 def ingest_files_flow(
     paths: list[str],
     namespace: str | None = None,
     extensions: list[str] | None = None,
     home: str | None = None,
-) -> dict[str, Any]:
+) -> Outcome:
     """Files and directory trees: new and changed files stored, deleted ones forgotten."""
     wanted = list(extensions or DEFAULT_EXTENSIONS)
     with open_memory(home) as mem:
         return ingest_each(paths, lambda p: ingest_files_source(mem, p, namespace, wanted), str)
 
 
-@flow(name="ingest_web")
-def ingest_web_flow(urls: list[str], namespace: str | None = None, home: str | None = None) -> dict[str, Any]:
+@flow(name="ingest_web", persist_result=True)
+def ingest_web_flow(urls: list[str], namespace: str | None = None, home: str | None = None) -> Outcome:
     """Web pages (main text extracted); a page that fails is reported in ``failed``."""
     with open_memory(home) as mem:
         return ingest_each(urls, lambda url: ingest_web_source(mem, url, namespace), str)
 
 
-@flow(name="ingest_api")
+@flow(name="ingest_api", persist_result=True)
 def ingest_api_flow(
     sources: list[dict[str, Any]], namespace: str | None = None, home: str | None = None
-) -> dict[str, Any]:
+) -> Outcome:
     """JSON endpoints, each ``{url, items, key, fields, title, headers}`` (see ``ApiSource``)."""
     parsed = [ApiSource(**s) for s in sources]
     with open_memory(home) as mem:

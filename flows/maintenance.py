@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import flow
+from prefect.states import Failed
 
+from flows.common import Outcome
 from flows.dedup import dedup_flow
 from flows.forget import forget_flow
 from flows.reorbit import reorbit_flow
 from flows.summarise import summarise_flow
 
 
-@flow(name="maintenance")
-def maintenance_flow(namespaces: list[str] | None = None, home: str | None = None) -> dict[str, Any]:
+@flow(name="maintenance", persist_result=True)
+def maintenance_flow(namespaces: list[str] | None = None, home: str | None = None) -> Outcome:
     """Summaries first (so dedup sees them and leaves them be), then merging, rezoning and
-    forgetting. Each step reports per namespace; one failing step does not stop the next."""
-    return {
-        "summarise": summarise_flow(namespaces=namespaces, home=home),
-        "dedup": dedup_flow(namespaces=namespaces, home=home),
-        "reorbit": reorbit_flow(namespaces=namespaces, home=home),
-        "forget": forget_flow(namespaces=namespaces, home=home),
-    }
+    forgetting. Each step reports per namespace; a failing step does not stop the next, and
+    fails the run after the last."""
+    steps = {"summarise": summarise_flow, "dedup": dedup_flow, "reorbit": reorbit_flow, "forget": forget_flow}
+    out, failed = {}, []
+    for name, step in steps.items():
+        state = step(namespaces=namespaces, home=home, return_state=True)
+        result = state.result(raise_on_failure=False)
+        out[name] = result if isinstance(result, dict) else {"error": f"{type(result).__name__}: {result}"}
+        if not state.is_completed():
+            failed.append(name)
+    if failed:
+        return Failed(message=f"{', '.join(failed)} failed", data=out)
+    return out

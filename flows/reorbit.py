@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import flow
 
-from flows.common import open_memory, per_namespace
+from flows.common import Outcome, open_memory, per_namespace
 from stellar_core import ReorbitReport
 from tasks.lifecycle import reorbit_namespace
 
 
-@flow(name="reorbit")
-def reorbit_flow(namespaces: list[str] | None = None, home: str | None = None) -> dict[str, Any]:
+@flow(name="reorbit", persist_result=True)
+def reorbit_flow(namespaces: list[str] | None = None, home: str | None = None) -> Outcome:
     """``{namespace: {scored, moved_inward, moved_outward, forgotten, purged, zones}}``."""
     with open_memory(home) as mem:
         return per_namespace(mem, namespaces, reorbit_namespace, reorbit_counts)
 
 
-def reorbit_counts(report: ReorbitReport) -> dict[str, Any]:
+def reorbit_counts(report: ReorbitReport) -> Outcome:
     return {
         "scored": report.scored,
         "moved_inward": report.moved_inward,

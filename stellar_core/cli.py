@@ -20,16 +20,16 @@ import argparse
 import json
 import signal
 import sys
-import textwrap
 import threading
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-from stellar_core.connectors.files import DEFAULT_EXTENSIONS, ingest_path, watch_path
 from stellar_core.errors import StellarError, ValidationError
 from stellar_core.memory import StellarMemory
 from stellar_core.models import IngestResult, RecallHit, Zone, to_datetime
+from stellar_core.settings import Settings
+from stellar_core.snippets import snippet
 
 Command = Callable[[StellarMemory, argparse.Namespace], Any]
 
@@ -49,7 +49,7 @@ def store(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
 
 def recall(mem: StellarMemory, args: argparse.Namespace) -> list[dict[str, Any]]:
     hits = mem.recall(args.query, k=args.k, zones=args.zone, tags=args.tag, expand=args.expand)
-    return [_hit(h) for h in hits]
+    return [_hit(h, args.query) for h in hits]
 
 
 def get(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
@@ -84,6 +84,8 @@ def export(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def ingest(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
+    from stellar_core.connectors.files import DEFAULT_EXTENSIONS, ingest_path, watch_path
+
     wanted = args.ext or DEFAULT_EXTENSIONS
     if not args.watch:
         return ingest_path(mem, args.path, extensions=wanted, importance=args.importance).to_dict()
@@ -107,6 +109,8 @@ def import_(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
     return asdict(mem.import_(args.document, namespace=args.namespace))
 
 
+CREATING = {"store", "import", "ingest"}  # the others need a database that exists
+
 COMMANDS: dict[str, Command] = {
     "store": store,
     "recall": recall,
@@ -126,7 +130,8 @@ def _human(command: str, out: Any) -> str:
         return f"stored {out['id']} (zone {out['zone']}, score {out['score']:.2f})"
     if command == "recall":
         lines = [
-            f"{i:>2}. {h['relevance']:.3f}  {h['zone']:<5}  {_line(h['content'])}  [{h['id']}]"
+            f"{i:>2}. {h['relevance']:.3f}  {h['zone']:<5}  {h['origin'] or '(stored)'}  [{h['id']}]\n"
+            f"    {h['snippet']}"
             for i, h in enumerate(out, 1)
         ]
         return "\n".join(lines) or "no matching memories"
@@ -189,13 +194,11 @@ def _zones(zones: dict[str, int]) -> str:
     return "  " + "  ".join(f"{z} {n}" for z, n in zones.items())
 
 
-def _line(text: str, width: int = 70) -> str:
-    return textwrap.shorten(text, width, placeholder=" …") or text[:width]
-
-
 # --- JSON shapes -----------------------------------------------------------------------------
-def _hit(hit: RecallHit) -> dict[str, Any]:
-    return {**hit.memory.to_dict(), "relevance": hit.relevance, "via": list(hit.via)}
+def _hit(hit: RecallHit, query: str) -> dict[str, Any]:
+    x = hit.memory
+    extra = {"origin": x.origin, "snippet": snippet(x.content, query, 110)}
+    return {**x.to_dict(), "relevance": hit.relevance, "via": list(hit.via), **extra}
 
 
 def _report(report: Any) -> dict[str, Any]:
@@ -326,7 +329,15 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     try:
         _read_input(args)
-        with StellarMemory(args.db, namespace=args.namespace, agent=args.agent, background=False) as mem:
+        settings = Settings()
+        with StellarMemory(
+            args.db,
+            namespace=args.namespace,
+            agent=args.agent or settings.agent("cli"),
+            settings=settings,
+            background=False,
+            create=args.command in CREATING,
+        ) as mem:
             out = COMMANDS[args.command](mem, args)
     except (StellarError, UnicodeDecodeError) as exc:
         return _fail(str(exc))

@@ -58,7 +58,8 @@ class StellarMemory:
 
     ``StellarMemory()`` opens (or creates) the embedded default database in the data
     directory from settings; ``StellarMemory("path/to/dir")``, ``StellarMemory("file.db")`` or
-    ``StellarMemory("sqlite:///...")`` choose another. Every call may name a ``namespace`` (a
+    ``StellarMemory("sqlite:///...")`` choose another; ``create=False`` opens only a database
+    that exists. Every call may name a ``namespace`` (a
     hard partition) and a ``principal`` (the acting agent); both default to this instance's.
     """
 
@@ -72,17 +73,18 @@ class StellarMemory:
         embedder: Embedder | None = None,
         clock: Clock | None = None,
         background: bool = True,
+        create: bool = True,
     ) -> None:
         s = settings or Settings()
         if location is not None:
             s = s.model_copy(update={"database_url": _url_for(location)})
         self.settings = s
         self.namespace = check.namespace(s.namespace if namespace is None else namespace)
-        self.principal = check.principal(agent, Principal(s.agent_id))
+        self.principal = check.principal(agent, Principal(s.agent()))
         self.clock: Clock = clock or SystemClock()
         self._hlc = HybridLogicalClock(self.clock)
         self.embedder = CachedEmbedder(embedder or embedder_from_settings(s), s.query_cache_size)
-        self.db = Database(s.sqlalchemy_url(), s)
+        self.db = Database(s.sqlalchemy_url(), s, create=create)
         self._check_model()
         with self.db.read() as conn:  # never stamp below what this database has already seen
             self._hlc.observe(conn.execute(sa.select(sa.func.max(changes.c.hlc))).scalar() or "")
@@ -550,18 +552,26 @@ class StellarMemory:
         self.db.dialect.text_index_upkeep(self.db, self.settings.thread_context_weight, TEXT_UPKEEP_SECONDS)
 
     def _check_model(self) -> None:
-        """Vectors of different models must never mix in one database."""
+        """Vectors of different models must never mix in one database. The width is kept
+        too, so that opening a database (for ``stats``, say) need not load the model."""
         with self.db.write() as conn:
             self.db.dialect.migration_lock(conn)  # processes opening a new database at once queue
-            stored = conn.execute(sa.select(meta.c.value).where(meta.c.key == "embedding_model")).scalar()
-            if stored is None:
+            keys = ("embedding_model", "embedding_dim")
+            query = sa.select(meta.c.key, meta.c.value).where(meta.c.key.in_(keys))
+            stored = dict(conn.execute(query).tuples().all())
+            model = stored.get("embedding_model")
+            if model is None:
                 conn.execute(meta.insert().values(key="embedding_model", value=self.embedder.model))
-            elif stored != self.embedder.model:
+            elif model != self.embedder.model:
                 raise ConfigurationError(
-                    f"this database holds embeddings of {stored!r}, not {self.embedder.model!r}; "
+                    f"this database holds embeddings of {model!r}, not {self.embedder.model!r}; "
                     "open it with the same embedding model"
                 )
+            if "embedding_dim" in stored:
+                self.embedder.known_dim = int(stored["embedding_dim"])
             self.db.dialect.prepare_vectors(conn, self.embedder)
+            if "embedding_dim" not in stored and self.embedder.known_dim is not None:
+                conn.execute(meta.insert().values(key="embedding_dim", value=str(self.embedder.known_dim)))
 
     def _embed_for_store(self, ns: str, drafts: list[Draft]) -> np.ndarray:
         """Vectors for the drafts, reusing any stored for the same content in the namespace."""
@@ -656,4 +666,4 @@ def _url_for(location: str | Path) -> str:
     path = Path(text).expanduser()
     if not (path.suffix in _DB_SUFFIXES or path.is_file()):
         path = path / "stellar.db"
-    return f"sqlite:///{path.resolve()}"
+    return f"sqlite:///{path.absolute()}"

@@ -6,12 +6,16 @@ Every field has a default, so ``StellarMemory()`` works with no configuration at
 from __future__ import annotations
 
 import os
+import secrets
+import socket
 from itertools import pairwise
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_PROCESS = (0, "")  # (pid, random token) of this process's default agent id
 
 
 def _default_home() -> Path:
@@ -58,8 +62,10 @@ class Settings(BaseSettings):
         default=["core", "inner"], description="Zones whose memories are cached (the hot ones)."
     )
     namespace: str = Field(default="default", description="Namespace used when a call names none.")
-    agent_id: str = Field(
-        default="local", description="Identity of this agent when a call names no principal."
+    agent_id: str | None = Field(
+        default=None,
+        description="Identity of this agent when a call names no principal; unset: a distinct id "
+        "per process, such as `cli-myhost-3f9a2c` (two processes must never share one).",
     )
 
     # --- embeddings ----------------------------------------------------------------------
@@ -197,6 +203,11 @@ class Settings(BaseSettings):
     dashboard_orbit_sample: int = Field(
         default=300, ge=1, le=10_000, description="Dashboard: memories drawn per zone (the highest scored)."
     )
+    dashboard_address: str = Field(
+        default="127.0.0.1",
+        description="Dashboard: the address it listens on; 0.0.0.0 offers it to the network.",
+    )
+    dashboard_port: int = Field(default=8501, ge=1, le=65535, description="Dashboard: its port.")
     dashboard_refresh_seconds: float = Field(
         default=2.0, gt=0, description="Dashboard: how often the live event feed refreshes."
     )
@@ -209,6 +220,16 @@ class Settings(BaseSettings):
         if self.weight_recall + self.weight_freshness + self.weight_importance <= 0:
             raise ValueError("memory-function weights must not all be zero")
         return self
+
+    def agent(self, kind: str = "agent") -> str:
+        """``agent_id``, or this process's own id: ``<kind>-<host>-<random>``. Vector clocks
+        count changes per agent id, so two processes writing under one id would lose counts."""
+        if self.agent_id:
+            return self.agent_id
+        global _PROCESS
+        if _PROCESS[0] != os.getpid():  # a forked child is another agent
+            _PROCESS = (os.getpid(), secrets.token_hex(3))
+        return f"{kind}-{socket.gethostname()[:48]}-{_PROCESS[1]}"
 
     def sqlalchemy_url(self) -> str:
         """The database URL; the embedded default is a SQLite file under ``home``."""

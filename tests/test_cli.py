@@ -171,10 +171,11 @@ def test_default_database_is_in_the_settings_data_directory(
 ) -> None:
     monkeypatch.setenv("STELLAR_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("STELLAR_NAMESPACE", "from-settings")
+    assert stellar("store", "kept in the default place").code == 0
+    assert (tmp_path / "home" / "stellar.db").is_file()
     result = stellar("stats", "--json")
     assert result.code == 0, result.err
-    assert result.json()["namespace"] == "from-settings"
-    assert (tmp_path / "home" / "stellar.db").is_file()
+    assert result.json()["namespace"] == "from-settings" and result.json()["memories"] == 1
 
 
 # --- recall ----------------------------------------------------------------------------------
@@ -191,15 +192,24 @@ def test_recall_json(stellar: Stellar, db: str, ids: dict[str, str]) -> None:
     assert isinstance(hits[0]["score"], float)
 
 
-def test_recall_human_is_numbered_one_line_per_hit(stellar: Stellar, db: str, ids: dict[str, str]) -> None:
+def test_recall_human_is_numbered_with_origin_and_snippet(
+    stellar: Stellar, db: str, ids: dict[str, str], tmp_path: Path
+) -> None:
     stellar("--db", db, "store", "Backups: " + "very long line of backup notes " * 20)
     result = stellar("--db", db, "recall", "who owns the rota?", "-k", "3")
     assert result.code == 0, result.err
     lines = result.out.splitlines()
-    assert len(lines) == 3
-    assert lines[0].startswith(" 1. ") and lines[2].startswith(" 3. ")
-    assert "inner" in lines[0] and SEED["rota"] in lines[0] and ids["rota"] in lines[0]
+    assert len(lines) == 6  # a line with the hit, a line with its snippet
+    assert lines[0].startswith(" 1. ") and lines[4].startswith(" 3. ")
+    assert "inner" in lines[0] and "standup #0" in lines[0] and ids["rota"] in lines[0]  # its thread
+    assert lines[1].strip() == SEED["rota"]
     assert all(len(line) < 140 for line in lines)  # the long memory is shortened to one line
+
+    runbook = "# Runbook\n\nIntro.\n\n## Backups\n\nBackups run at 02:00 UTC nightly.\n"
+    (tmp_path / "runbook.md").write_text(runbook)
+    assert stellar("--db", db, "ingest", str(tmp_path / "runbook.md")).code == 0
+    found = stellar("--db", db, "recall", "when do backups run nightly?", "-k", "1", "--json").json()[0]
+    assert found["origin"].startswith("runbook.md #") and "02:00 UTC nightly" in found["snippet"]
 
 
 def test_recall_filters_by_zone_and_tag(stellar: Stellar, db: str, ids: dict[str, str]) -> None:
@@ -386,13 +396,47 @@ def test_end_to_end_as_a_subprocess(tmp_path: Path) -> None:
 
 def test_runs_as_python_module(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "stellar_core.cli", "--db", str(tmp_path / "m.db"), "stats"],
+        [sys.executable, "-m", "stellar_core.cli", "--db", str(tmp_path / "m.db"), "store", "hello"],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("namespace default: 0 memories")
+    assert result.stdout.startswith("stored ")
+
+
+@pytest.mark.parametrize("command", [["stats"], ["recall", "x"], ["get", "abc"], ["forget", "abc"],
+                                     ["reorbit"], ["export"]])  # fmt: skip
+def test_read_commands_need_a_database_that_exists(stellar: Stellar, tmp_path: Path, command) -> None:
+    """A mistyped --db is an error, not a new empty database answering 'no matching memories'."""
+    (tmp_path / "dangling.db").symlink_to(tmp_path / "gone" / "target.db")
+    for where in ("typo.db", "no-such-dir", "dangling.db"):
+        result = stellar("--db", str(tmp_path / where), *command)
+        assert result.code == 2 and result.out == "", result
+        assert result.err.startswith("error: ") and str(tmp_path / where) in result.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dangling.db"]  # nothing was created
+
+
+def test_a_broken_symbolic_link_is_not_followed_to_create_a_database(stellar: Stellar, tmp_path) -> None:
+    (tmp_path / "notes.db").symlink_to(tmp_path / "elsewhere" / "notes.db")
+    result = stellar("--db", str(tmp_path / "notes.db"), "store", "a fact")
+    assert result.code == 2 and "broken symbolic link" in result.err
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_commands_that_do_not_embed_do_not_load_the_model(db: str, ids: dict[str, str]) -> None:
+    """stats, get and forget answer without torch (seconds of start-up on a small machine)."""
+    probe = (
+        "import sys; from stellar_core.cli import main; "
+        f"codes = [main(['--db', {db!r}, *a.split()]) for a in sys.argv[1:]]; "
+        "print(codes, 'torch' in sys.modules)"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", probe, "stats", f"get {ids['rota']}", f"forget {ids['coffee']}"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().splitlines()[-1] == "[0, 0, 0] False"
 
 
 # --- ingest ----------------------------------------------------------------------------------

@@ -112,8 +112,9 @@ def test_the_guard_refuses_private_addresses_before_any_request(
     mem: StellarMemory, site: Site, url: str
 ) -> None:
     site.routes["/p"] = reply(article("Secret", *SKARVIK))
-    with pytest.raises(SourceError, match="not a public address"):
+    with pytest.raises(SourceError, match="not a public address") as refused:
         ingest_url(mem, url.format(port=site.port))
+    assert "add" in str(refused.value) and "to STELLAR_WEB_ALLOW_HOSTS" in str(refused.value)  # what to set
     assert site.requests == []
     assert all_memories(mem) == []
 

@@ -37,6 +37,15 @@ FACTS = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def keep_main_module() -> Iterator[None]:
+    """AppTest runs the app as ``__main__`` and leaves it there: processes spawned later by
+    other tests (multiprocessing re-imports the parent's main module) would run the app."""
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main
+
+
 @pytest.fixture
 def seeded(open_memory: MemoryFactory, monkeypatch: pytest.MonkeyPatch) -> StellarMemory:
     """A memory with facts in several zones and a chain of links, served to the app."""
@@ -132,10 +141,32 @@ def test_browser_searches_edits_and_forgets_through_the_api(seeded: StellarMemor
     assert "Not saved" in at.error[0].value
     assert seeded.get(target).content == "Ines and Joao share the ground-station rota"
 
-    at.button[1].click().run()  # Forget
+    button(at, "Forget this memory…").click().run()  # asks first: nothing forgotten yet
+    assert "cannot be undone" in at.warning[0].value and seeded.get(target)
+    button(at, "Cancel").click().run()
+    assert not at.warning and seeded.get(target)
+    button(at, "Forget this memory…").click().run()
+    button(at, "Forget it").click().run()
     assert at.success[0].value.startswith("Forgotten")
     with pytest.raises(NotFoundError):
         seeded.get(target)
+
+
+def button(at: AppTest, label: str):
+    return next(b for b in at.button if b.label == label)
+
+
+def test_search_hits_show_their_source_and_the_matching_part(seeded: StellarMemory) -> None:
+    seeded.store(
+        "# Runbook\n\nIntro text.\n\nThe backup of the archive runs nightly at 04:00 UTC.",
+        source={"type": "file", "url": "/srv/docs/runbook.md", "chunk": 2},
+        metadata={"file_name": "runbook.md"},
+    )
+    at = view("Memories")
+    at.text_input[0].set_value("when does the archive backup run?").run()
+    hits = at.dataframe[0].value.set_index("source")
+    assert hits.at["runbook.md #2", "content"] == "…The backup of the archive runs nightly at 04:00 UTC."
+    assert hits["relevance"].idxmax() == "runbook.md #2"
 
 
 def test_event_feed_shows_other_agents_changes_newest_first(
@@ -208,19 +239,36 @@ def served(seeded: StellarMemory, tmp_path: Path) -> Iterator[str]:
         "STELLAR_DASHBOARD_REFRESH_SECONDS": "1",
         "STELLAR_DATABASE_URL": seeded.settings.sqlalchemy_url(),
         "STELLAR_AGENT_ID": "dashboard",
+        "STELLAR_DASHBOARD_PORT": str(port),
     }
     env["PREFECT_API_URL"] = f"http://127.0.0.1:{free_port()}/api"  # no Prefect server there
-    cmd = [sys.executable, "-m", "streamlit", "run", APP, "--server.headless", "true"]
-    cmd += ["--server.port", str(port), "--browser.gatherUsageStats", "false"]
+    cmd = [sys.executable, "-m", "dashboard"]  # what `make dashboard` runs
     log = (tmp_path / "streamlit.log").open("w")
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for_port(port, "streamlit", timeout=60)
+        assert listening_on(port) == {"127.0.0.1"}  # not offered to the network unless configured
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
         proc.wait(10)
         log.close()
+
+
+def listening_on(port: int) -> set[str]:
+    """The local addresses with a socket listening on the TCP port (from the kernel's tables)."""
+    import ipaddress
+
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                raw = bytes.fromhex(address)
+                words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))  # host order
+                found.add(str(ipaddress.ip_address(words)))
+    return found
 
 
 def settled(page: Page) -> None:

@@ -90,7 +90,23 @@ def test_reorbit_flow_returns_counts_per_namespace(
     }
 
 
-def test_ingest_files_flow_reports_a_bad_source_and_ingests_the_rest(
+def run_outcome(state: Any) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
+    """What an operator sees of a finished run, read back through the Prefect API: its state,
+    its persisted result, and the rows of the table artifact it left."""
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(state.state_details.flow_run_id)
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
+        )
+    tables = [a for a in artifacts if a.type == "table"]  # (the other one points at the result)
+    assert run.state is not None and len(tables) == 1
+    data = run.state.result(raise_on_failure=False)  # from the result store, not this process
+    return run.state.type.value, data, json.loads(tables[0].data)  # type: ignore[arg-type]
+
+
+def test_ingest_files_flow_ingests_the_rest_and_fails_for_a_missing_path(
     prefect_api: str, tmp_path: Path
 ) -> None:
     from flows.ingest import ingest_files_flow
@@ -100,15 +116,23 @@ def test_ingest_files_flow_reports_a_bad_source_and_ingests_the_rest(
     (docs / "rota.md").write_text("# Rota\n\nDmitri is on call this week.\n")
     (docs / "broken.json").write_text('{"pass": ')
     home = str(tmp_path / "home")
-    result = ingest_files_flow(paths=[str(docs), str(tmp_path / "missing")], home=home)
-    assert (result["sources"], result["new"], result["failed"]) == (1, 1, {})
+    state = ingest_files_flow(paths=[str(docs), str(tmp_path / "missing")], home=home, return_state=True)
+    kind, result, table = run_outcome(state)
+    assert kind == "FAILED" and "1 of 2 sources failed" in str(state.message)
+    assert (result["sources"], result["new"], list(result["failed"])) == (1, 1, [str(tmp_path / "missing")])
     reasons = {Path(x["source"]).name: x["reason"] for x in result["skipped"]}
-    assert set(reasons) == {"broken.json", "missing"}
-    again = ingest_files_flow(paths=[str(docs)], home=home)
-    assert (again["new"], again["unchanged"]) == (0, 1)
+    assert set(reasons) == {"broken.json", "missing"}  # a bad file in a folder: skipped, shown
+    assert [(row["source"], row["outcome"]) for row in table] == [
+        (str(docs), "ok"),
+        (str(tmp_path / "missing"), "failed"),
+    ]
+    assert "broken.json" in table[0]["detail"]
+    again = ingest_files_flow(paths=[str(docs)], home=home, return_state=True)
+    kind, result, table = run_outcome(again)
+    assert kind == "COMPLETED" and (result["new"], result["unchanged"]) == (0, 1)
 
 
-def test_ingest_web_flow_fails_one_page_not_the_run(
+def test_ingest_web_flow_fails_for_one_bad_page_and_stores_the_good(
     prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from flows.ingest import ingest_web_flow
@@ -120,10 +144,26 @@ def test_ingest_web_flow_fails_one_page_not_the_run(
         site.routes["/ok"] = reply(page)
         base = site.url("")
         monkeypatch.setenv("STELLAR_WEB_ALLOW_HOSTS", '["127.0.0.1"]')
-        result = ingest_web_flow(urls=[f"{base}/ok", f"{base}/missing"], home=str(tmp_path / "home"))
-    assert result["new"] >= 1
-    assert list(result["failed"]) == [f"{base}/missing"]
-    assert "404" in result["failed"][f"{base}/missing"]
+        urls = [f"{base}/ok", f"{base}/missing"]
+        state = ingest_web_flow(urls=urls, home=str(tmp_path / "home"), return_state=True)
+        refused = ingest_web_flow(
+            urls=["http://10.255.255.1/x"], home=str(tmp_path / "home"), return_state=True
+        )
+    kind, result, table = run_outcome(state)
+    assert kind == "FAILED" and result["new"] >= 1
+    assert list(result["failed"]) == [f"{base}/missing"] and "404" in result["failed"][f"{base}/missing"]
+    assert [row["outcome"] for row in table] == ["ok", "failed"]
+    assert refused.is_failed() and "1 of 1 sources failed" in str(refused.message)
+    with get_client(sync_client=True) as client:  # what `prefect flow-run ls --state FAILED` asks
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterState
+
+        failed_runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[state.state_details.flow_run_id]),
+                state=FlowRunFilterState(type={"any_": ["FAILED"]}),  # type: ignore[arg-type]
+            )
+        )
+    assert len(failed_runs) == 1
 
 
 def test_ingest_api_flow_takes_sources_as_plain_json(
@@ -138,12 +178,33 @@ def test_ingest_api_flow_takes_sources_as_plain_json(
         monkeypatch.setenv("STELLAR_WEB_ALLOW_HOSTS", '["127.0.0.1"]')
         source = {"url": f"{base}/stations", "items": "data", "key": "id", "fields": ["name", "status"]}
         bad = {"url": f"{base}/nothing-here", "items": "data"}
-        result = ingest_api_flow(sources=[source, bad], home=str(tmp_path / "home"))
-    assert (result["sources"], result["new"]) == (1, 1)
+        state = ingest_api_flow(sources=[source, bad], home=str(tmp_path / "home"), return_state=True)
+    kind, result, _ = run_outcome(state)
+    assert kind == "FAILED" and (result["sources"], result["new"]) == (1, 1)
     assert list(result["failed"]) == [f"{base}/nothing-here"]
     with StellarMemory(tmp_path / "home", background=False) as mem:
         hit = mem.recall("when is Skarvik down?", k=1)[0].memory
     assert "down on Tuesdays" in hit.content and hit.source.type == "api"  # type: ignore[union-attr]
+
+
+def test_a_bug_fails_the_run_with_its_traceback_not_as_a_line_of_data(
+    prefect_api: str, tmp_path: Path
+) -> None:
+    """Only the project's own errors are an item's failure; anything else stops the run."""
+    from flows.common import per_namespace
+
+    def buggy(mem: StellarMemory, ns: str) -> None:
+        raise ZeroDivisionError("a bug")
+
+    @flow
+    def upkeep(home: str) -> Any:
+        with StellarMemory(home, background=False) as mem:
+            return per_namespace(mem, ["a", "b"], buggy, lambda r: {})
+
+    state = upkeep(home=str(tmp_path / "home"), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(ZeroDivisionError, match="a bug"):
+        state.result()
 
 
 def test_maintenance_runs_every_step_per_namespace(
@@ -160,6 +221,13 @@ def test_maintenance_runs_every_step_per_namespace(
     assert result["forget"]["default"] == {"forgotten": 0, "purged": 0}
     assert result["dedup"]["default"]["merged"] == 0
     assert result["summarise"]["default"]["created"] == 0
+
+    bad = "x" * 300  # not a valid namespace: every step fails it, and goes on with the others
+    state = maintenance_flow(namespaces=["default", bad], home=str(home), return_state=True)
+    assert state.is_failed() and "summarise, dedup, reorbit, forget failed" in str(state.message)
+    result = state.result(raise_on_failure=False)
+    assert result["reorbit"]["default"]["scored"] == 2
+    assert all("ValidationError" in result[step][bad]["error"] for step in result)
 
 
 class FlakyMemory:

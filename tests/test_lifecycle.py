@@ -80,7 +80,8 @@ def test_memory_drifts_out_is_forgotten_then_purged(mem, clock, tmp_path):
         mem.get(memo.id)
     stats = mem.stats()
     assert (stats.memories, stats.forgotten) == (1, 1)
-    assert changes(mem, memo.id) == [("store", "local"), ("link", "local"), ("forget", "local")]
+    me = mem.principal.id
+    assert changes(mem, memo.id) == [("store", me), ("link", me), ("forget", me)]
     assert query(mem, "SELECT count(*) FROM memories WHERE id = ?", memo.id) == [(1,)]  # tombstone
 
     # Purged purge_after_days (30) after it was forgotten, with its links.
@@ -89,7 +90,7 @@ def test_memory_drifts_out_is_forgotten_then_purged(mem, clock, tmp_path):
     clock.advance(days=1)
     assert mem.reorbit().purged == 1
     assert query(mem, "SELECT count(*) FROM memories WHERE id = ?", memo.id) == [(0,)]
-    assert changes(mem, memo.id)[-1] == ("purge", "local")
+    assert changes(mem, memo.id)[-1] == ("purge", me)
     assert query(
         mem, "SELECT count(*) FROM links WHERE source_id = ? OR target_id = ?", memo.id, memo.id
     ) == [(0,)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -124,7 +125,27 @@ def test_updated_fields_survive_reopening(open_memory, clock, tmp_path: Path) ->
 def test_principal_object_is_origin_agent(mem: StellarMemory) -> None:
     x = mem.store("principal objects name the origin agent", principal=Principal("planner"))
     assert x.origin_agent == "planner"
-    assert mem.store("instance default agent").origin_agent == mem.principal.id == "local"
+    assert mem.store("instance default agent").origin_agent == mem.principal.id
+
+
+def test_every_process_gets_its_own_default_agent_id(open_memory, tmp_path) -> None:
+    """Unset ``agent_id``: an id of this process's own, the same for every memory it opens;
+    a child process (vector clocks count per agent) gets another."""
+    import subprocess
+    import sys
+
+    from stellar_core import Settings
+
+    me = open_memory().principal.id
+    assert re.fullmatch(r"agent-[\w.-]+-[0-9a-f]{6}", me)
+    assert open_memory(tmp_path / "other.db").principal.id == me == Settings().agent("agent")
+    assert Settings().agent("cli") == "cli" + me.removeprefix("agent")
+    child = subprocess.run(
+        [sys.executable, "-c", "from stellar_core import Settings; print(Settings().agent())"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    assert child != me and child.startswith("agent-")
+    assert Settings(agent_id="planner").agent("cli") == "planner"  # a set id wins
 
 
 def test_instance_agent_is_origin_agent(open_memory) -> None:
@@ -320,14 +341,15 @@ def test_update_changes_only_the_given_fields(mem: StellarMemory, clock) -> None
     ):
         assert getattr(b, field) == getattr(a, field), field
     assert b.updated_at == a.updated_at + 30
-    assert b.vector_clock == {"local": 1, "editor": 1}
+    me = mem.principal.id
+    assert b.vector_clock == {me: 1, "editor": 1}
     assert b.hlc > a.hlc
     assert mem.get(a.id) == b
 
     clock.advance(seconds=30)
     c = mem.update(a.id, tags=[])
     assert c.tags == () and c.importance == 0.9 and c.metadata == {"k": 1}
-    assert c.vector_clock == {"local": 2, "editor": 1}
+    assert c.vector_clock == {me: 2, "editor": 1}
     assert c.updated_at == b.updated_at + 30
 
 
@@ -360,7 +382,7 @@ def test_forget(mem: StellarMemory, clock) -> None:
     clock.advance(seconds=5)
     gone = mem.forget(a.id, principal="janitor")
     assert gone.forgotten and gone.deleted_at == clock.now()
-    assert gone.vector_clock == {"local": 1, "janitor": 1}
+    assert gone.vector_clock == {mem.principal.id: 1, "janitor": 1}
     with pytest.raises(NotFoundError):
         mem.get(a.id)
     assert a.id not in {h.memory.id for h in mem.recall("wifi password hunter2", k=10)}
@@ -507,7 +529,7 @@ def test_every_write_is_in_the_change_log(mem: StellarMemory) -> None:
         full = {
             (r.memory_id, r.op): r for r in conn.execute(sa.select(changes).where(ch.namespace == "default"))
         }
-    assert full[a.id, "store"].agent == "writer" and full[b.id, "store"].agent == "local"
+    assert full[a.id, "store"].agent == "writer" and full[b.id, "store"].agent == mem.principal.id
     assert full[a.id, "store"].payload == a.to_dict()
     full = {op: full[mid, op] for mid, op in full if op != "store"}
     assert full["update"].agent == "editor"
@@ -799,10 +821,10 @@ def test_events_follow_the_change_log_newest_first(mem: StellarMemory, open_memo
     mem.store("a note elsewhere", namespace="other")
     log = mem.events(limit=10)
     assert [(e.op, e.memory_id, e.agent) for e in log] == [
-        ("update", a.id, "local"),
+        ("update", a.id, mem.principal.id),
         ("link", b.id, "planner-2"),
         ("store", b.id, "planner-2"),
-        ("store", a.id, "local"),
+        ("store", a.id, mem.principal.id),
     ]
     assert log[0].payload["importance"] == 0.9 and log[1].payload["target_id"] == a.id
     assert log[2].payload["content"] == "the relay needs a spare"

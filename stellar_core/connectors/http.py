@@ -202,7 +202,8 @@ def _resolve(url: str, target: httpx.URL, port: int, allowed: _Allowed) -> list[
         if not _public(address) and not allowed.address(address):
             raise SourceError(
                 f"{url}: {host} resolves to {address}, which is not a public address; "
-                "refused (list it in web_allow_hosts to allow it)"
+                f"refused: to allow it, add {host!r} to STELLAR_WEB_ALLOW_HOSTS in the environment of "
+                "whatever fetches (the agent, or the Prefect worker that runs the flow)"
             )
     return addresses
 

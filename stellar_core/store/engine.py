@@ -27,15 +27,19 @@ log = logging.getLogger(__name__)
 class Database:
     """An engine plus its dialect, migrated to the newest schema when opened."""
 
-    def __init__(self, url: str, settings: Settings) -> None:
+    def __init__(self, url: str, settings: Settings, create: bool = True) -> None:
+        """``create=False`` opens only a database that exists (a mistyped path is an error,
+        not a new empty database)."""
         self.url = sa.make_url(url)
         self.dialect: Dialect = dialect_for(self.url, settings)
-        if self.url.get_backend_name() == "sqlite" and self.url.database not in (
-            None,
-            "",
-            ":memory:",
-        ):
-            Path(self.url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        self._create = create
+        if self.url.get_backend_name() == "sqlite" and self.url.database not in (None, "", ":memory:"):
+            path = Path(self.url.database).expanduser()
+            if path.is_symlink() and not path.exists():
+                raise StorageError(f"{path} is a broken symbolic link (to {path.readlink()})")
+            if not create and not path.exists():
+                raise StorageError(f"no Stellar Memory database at {path}")
+            path.parent.mkdir(parents=True, exist_ok=True)
         self.engine = sa.create_engine(self.url, **self.dialect.engine_kwargs(settings))
         self.dialect.configure(self.engine)
         self._settings = settings
@@ -66,6 +70,10 @@ class Database:
                 raise StorageError(
                     "the database holds another application's tables; "
                     "give Stellar Memory its own database file"
+                )
+            if current is None and not self._create:
+                raise StorageError(
+                    f"{self.url.render_as_string(hide_password=True)} holds no Stellar Memory database"
                 )
             if current is not None:
                 try:
