@@ -215,11 +215,13 @@ def _read_input(args: argparse.Namespace) -> None:
         args.text = _read("-").rstrip("\r\n")
     elif args.command == "import":
         text = _read(args.file)
+        name = "stdin" if args.file == "-" else args.file
         try:
             args.document = json.loads(text)
         except json.JSONDecodeError as exc:
-            name = "stdin" if args.file == "-" else args.file
             raise ValidationError(f"{name} is not valid JSON: {exc}") from exc
+        except RecursionError as exc:
+            raise ValidationError(f"{name} is nested too deeply to be an export") from exc
 
 
 def _read(path: str) -> str:

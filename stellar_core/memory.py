@@ -40,7 +40,7 @@ from stellar_core.settings import Settings
 from stellar_core.store.cache import NoCache, RedisCache
 from stellar_core.store.dialect import in_json_list, json_list, json_texts
 from stellar_core.store.engine import Database
-from stellar_core.store.records import fetch, live, m
+from stellar_core.store.records import VERSION, fetch, live, m
 from stellar_core.store.schema import changes, memories, memory_vectors, meta, namespace_config
 from stellar_core.sync import outbox
 from stellar_core.sync.clock import HybridLogicalClock
@@ -90,7 +90,9 @@ class StellarMemory:
             self._hlc.observe(conn.execute(sa.select(sa.func.max(changes.c.hlc))).scalar() or "")
         self._indexes: VectorIndexes | None = None
         self._cache: NoCache | RedisCache = (
-            RedisCache(s.redis_url, s.cache_ttl_seconds, s.cache_zones) if s.redis_url else NoCache()
+            RedisCache(s.redis_url, s.cache_ttl_seconds, s.cache_zones, verify=s.cache_verify)
+            if s.redis_url
+            else NoCache()
         )
         self._recalls = RecallLog(self.db, on_flush=self._recalled)
         upkeep: list[Callable[[], object]] = [self._recalls.flush, self._maintain_indexes, self.db.checkpoint]
@@ -201,6 +203,7 @@ class StellarMemory:
     ) -> Memory:
         """Change the given fields of a memory; the rest stays as it is."""
         ns, who = self.namespace_for(namespace), self._who(principal)
+        memory_id = check.memory_id(memory_id)
         now = self.clock.now()
         values: dict[str, Any] = {}
         vector = None
@@ -211,9 +214,7 @@ class StellarMemory:
         if importance is not None:
             values["importance"] = check.importance(importance)
         if pinned is not None:
-            if not isinstance(pinned, bool):
-                raise ValidationError("pinned must be true or false")
-            values["pinned"] = pinned
+            values["pinned"] = check.flag(pinned, "pinned")
         if metadata is not None:
             values["meta"] = check.metadata(metadata)
         new_tags = check.tags(tags) if tags is not None else None
@@ -234,6 +235,7 @@ class StellarMemory:
     ) -> Memory:
         """Forget a memory: it becomes a tombstone, invisible to recall and get, purged later."""
         ns, who = self.namespace_for(namespace), self._who(principal)
+        memory_id = check.memory_id(memory_id)
         now = self.clock.now()
         with self.db.write() as conn:
             gone = writes.forget(conn, self.db.dialect, ns, who, memory_id, self._hlc.tick, now, self._window)
@@ -252,14 +254,14 @@ class StellarMemory:
     ) -> Link:
         """A directed, typed, weighted edge; linking a pair again with that kind sets the weight."""
         ns, who = self.namespace_for(namespace), self._who(principal)
-        if not isinstance(kind, str) or not kind.strip() or len(kind) > 64:
-            raise ValidationError(f"invalid link kind {kind!r}: 1-64 characters")
+        source_id, target_id = check.memory_id(source_id), check.memory_id(target_id)
+        kind = check.link_kind(kind)
         w, now = check.weight(weight), self.clock.now()
         if source_id == target_id:
             raise ValidationError("a memory cannot link to itself")
         with self.db.write() as conn:
-            _, src = writes.live_memory(conn, ns, source_id)
-            writes.live_memory(conn, ns, target_id)
+            ends = {x: writes.live_memory(conn, ns, x, lock=True)[1] for x in sorted({source_id, target_id})}
+            src = ends[source_id]  # (locked in id order: two links the other way round cannot deadlock)
             link = graph.put(conn, self.db.dialect, ns, Link(source_id, target_id, kind, w, now))
             payload = {"target_id": target_id, "kind": kind, "weight": w}
             event = writes.event(src, "link", who, self._hlc.tick(), src.vector_clock, payload, now)
@@ -277,7 +279,7 @@ class StellarMemory:
         """Give a namespace its own zone thresholds and/or capacities (others keep the defaults)."""
         ns = self.namespace_for(namespace)
         self._who(principal)
-        config = {"thresholds": dict(thresholds or {}), "capacities": dict(capacities or {})}
+        config = check.zone_config(thresholds, capacities)
         try:
             policy = ZonePolicy.from_settings(self.settings, config)
             policy.check()
@@ -373,7 +375,7 @@ class StellarMemory:
             check.tags(tags),
             check.timestamp(since),
             check.timestamp(until),
-            source_type,
+            check.source_type(source_type),
         )
         vector = self.embedder.embed([text])[0]
         now = self.clock.now()
@@ -398,13 +400,19 @@ class StellarMemory:
         ns = self.namespace_for(namespace)
         self._who(principal)
 
+        memory_id = check.memory_id(memory_id)
+
         def load() -> Memory:
             with self.db.read() as conn:
                 return writes.live_memory(conn, ns, memory_id)[1]
 
-        if not isinstance(memory_id, str):
-            return load()  # the clear error
-        return self._cache.get(ns, memory_id, load)
+        def current() -> tuple[Any, ...] | None:
+            try:
+                return self.db.peek(VERSION, {"id": memory_id, "ns": ns})
+            except Exception:  # cannot tell (a dropped connection): the memory is read whole
+                return None
+
+        return self._cache.get(ns, memory_id, load, current)
 
     def thread(
         self, thread: str, *, namespace: str | None = None, principal: Principal | str | None = None
@@ -431,6 +439,9 @@ class StellarMemory:
         self._who(principal)
         if direction not in ("out", "in", "both"):
             raise ValidationError("direction must be 'out', 'in' or 'both'")
+        memory_id = check.memory_id(memory_id)
+        if kind is not None:
+            kind = check.link_kind(kind)
         with self.db.read() as conn:
             writes.live_memory(conn, ns, memory_id)
             return graph.edges(conn, ns, memory_id, direction, kind)
@@ -575,6 +586,8 @@ class StellarMemory:
 
     def _embed_for_store(self, ns: str, drafts: list[Draft]) -> np.ndarray:
         """Vectors for the drafts, reusing any stored for the same content in the namespace."""
+        if not drafts:
+            return np.zeros((0, 0), dtype=np.float32)
         hashes = json_texts({d.content_hash for d in drafts})
         q = (
             sa.select(m.content_hash, memory_vectors.c.embedding)
@@ -601,13 +614,17 @@ class StellarMemory:
         content exists in the same thread, are skipped; so are links whose ends are not live.
         """
         ns, who = self.namespace_for(namespace), self._who(principal)
-        wanted = [replace(x, namespace=ns) for x in items]
-        edges = list(links)
-        for x in wanted:
-            check.record(x, self.settings.max_content_chars)
+        given, edges, limit = list(items), list(links), self.settings.max_content_chars
+        for x in given:
+            check.record(x, limit)
         for e in edges:
             check.link_record(e)
-        limit = self.settings.max_content_chars
+        # The hash is the content's, whatever the document says (dedup relies on it); a memory
+        # without a clock stamp gets one now.
+        wanted = [
+            replace(x, namespace=ns, content_hash=check.content_hash(x.content), hlc=x.hlc or self.stamp())
+            for x in given
+        ]
         vectors = self._embed_for_store(ns, [check.draft({"content": x.content}, limit) for x in wanted])
         with self.db.write() as conn:
             added, links_added = writes.restore(

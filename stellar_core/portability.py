@@ -14,6 +14,7 @@ from stellar_core.errors import ValidationError
 from stellar_core.models import ImportReport, Link, Memory, Principal
 from stellar_core.store.records import fetch, live
 from stellar_core.store.schema import links
+from stellar_core.validation import shown
 
 if TYPE_CHECKING:
     from stellar_core.memory import StellarMemory
@@ -52,7 +53,7 @@ def parse(document: Any) -> tuple[list[Memory], list[Link]]:
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise ValidationError(f"not a Stellar Memory export (expected format {FORMAT!r})")
     if document.get("version") != VERSION:
-        raise ValidationError(f"export version {document.get('version')!r} is not supported")
+        raise ValidationError(f"export version {shown(document.get('version'))} is not supported")
     try:
         memories = [Memory.from_dict(d) for d in document["memories"]]
         edges = [Link(**d) for d in document.get("links", [])]

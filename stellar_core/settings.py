@@ -61,6 +61,12 @@ class Settings(BaseSettings):
     cache_zones: list[Literal["core", "inner", "outer", "belt", "cloud"]] = Field(
         default=["core", "inner"], description="Zones whose memories are cached (the hot ones)."
     )
+    cache_verify: bool = Field(
+        default=True,
+        description="Check each cache hit against the memory's version in the database (one indexed "
+        "read): never older than the database, whatever happened to Redis. Off: a change that a "
+        "writer could not delete from an unreachable Redis stays visible until the TTL.",
+    )
     namespace: str = Field(default="default", description="Namespace used when a call names none.")
     agent_id: str | None = Field(
         default=None,

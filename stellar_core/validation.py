@@ -1,4 +1,12 @@
-"""Checking what callers hand to the API, before anything is written."""
+"""Checking what callers hand to the API, before anything is written.
+
+One layer for both databases: a value is accepted only if SQLite and PostgreSQL both store it
+as given, so an export of either imports into the other. That means the strictest of the
+two: text without NUL characters or lone surrogates and within its column's length, finite
+numbers, whole numbers within 32 bits where the column is ``integer``, JSON without NaN, and
+metadata nested at most ``MAX_DEPTH`` levels. Every refusal is a ``ValidationError`` whose
+message shows at most the start of the value.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +23,7 @@ from stellar_core.errors import ValidationError
 from stellar_core.models import Principal, Source, Zone
 
 _NAMESPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$")
+_HLC = re.compile(r"^\d{13}\.\d{5}$")
 _DRAFT_KEYS = {
     "content",
     "importance",
@@ -25,6 +34,68 @@ _DRAFT_KEYS = {
     "thread",
     "position",
 }
+INT32 = 2**31 - 1  # PostgreSQL `integer` columns: positions, chunks, recall counts
+MAX_DEPTH = 32  # of metadata: deeper is data, and deep enough to exhaust a recursive reader
+MAX_METADATA_CHARS = 1_000_000
+MAX_AGENT = 128  # the agent columns
+MAX_MEMORY_ID = 36
+MAX_TAG = 128
+MAX_THREAD = 256
+MAX_LINK_KIND = 64
+MAX_SOURCE_TYPE = 32
+MAX_KEY_ID = 64
+
+
+def shown(value: Any) -> str:
+    """The start of a value for an error message (never a deep or huge repr)."""
+    if isinstance(value, str | int | float | bool | type(None)):
+        text = repr(value) if not isinstance(value, int) or value.bit_length() < 200 else "a huge number"
+        return text if len(text) <= 60 else text[:57] + "..."
+    return f"a {type(value).__name__}"
+
+
+def text(value: Any, name: str, limit: int, *, empty: bool = False) -> str:
+    """Text both databases keep as given: at most ``limit`` characters, valid Unicode, no NUL."""
+    if not isinstance(value, str):
+        raise ValidationError(f"{name} must be text, not {type(value).__name__}")
+    if not empty and not value.strip():
+        raise ValidationError(f"{name} is empty")
+    if len(value) > limit:
+        raise ValidationError(f"{name} has {len(value):,} characters; the limit is {limit:,}")
+    if "\x00" in value:
+        raise ValidationError(f"{name} contains NUL characters (binary data?)")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValidationError(f"{name} is not valid Unicode text ({exc.reason})") from exc
+    return value
+
+
+def number(value: Any, name: str, least: float = -math.inf, most: float = math.inf) -> float:
+    """A finite number in ``least..most``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValidationError(f"{name} must be a number, not {shown(value)}")
+    try:
+        out = float(value)
+    except OverflowError:
+        out = math.inf
+    if not math.isfinite(out) or not least <= out <= most:
+        where = f" in {least:g}..{most:g}" if math.isfinite(least) or math.isfinite(most) else ""
+        raise ValidationError(f"{name} must be a finite number{where}, not {shown(value)}")
+    return out
+
+
+def whole(value: Any, name: str, least: int = 0, most: int = INT32) -> int:
+    """A whole number in ``least..most``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= most:
+        raise ValidationError(f"{name} must be a whole number in {least}..{most}, not {shown(value)}")
+    return value
+
+
+def flag(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValidationError(f"{name} must be true or false, not {shown(value)}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -45,7 +116,7 @@ class Draft:
 def namespace(value: Any) -> str:
     if not isinstance(value, str) or not _NAMESPACE.match(value):
         raise ValidationError(
-            f"invalid namespace {value!r}: 1-128 characters of letters, digits and ._:@/- "
+            f"invalid namespace {shown(value)}: 1-128 characters of letters, digits and ._:@/- "
             "starting with a letter or digit"
         )
     return value
@@ -55,46 +126,38 @@ def principal(value: Any, default: Principal) -> Principal:
     if value is None:
         return default
     if isinstance(value, Principal):
-        return value
-    if isinstance(value, str) and value.strip():
-        return Principal(value)
-    raise ValidationError(f"invalid principal {value!r}: give a Principal or a non-empty agent id")
+        value = value.id
+    if not isinstance(value, str):
+        raise ValidationError(f"invalid principal {shown(value)}: give a Principal or an agent id")
+    return Principal(text(value, "agent id", MAX_AGENT))
+
+
+def memory_id(value: Any) -> str:
+    """An id to look up (an id that cannot exist is an error, not a miss)."""
+    return text(value, "memory id", MAX_MEMORY_ID)
 
 
 def content(value: Any, limit: int) -> str:
-    if not isinstance(value, str):
-        raise ValidationError(f"content must be text, not {type(value).__name__}")
-    if not value.strip():
-        raise ValidationError("content is empty")
-    if len(value) > limit:
+    if isinstance(value, str) and len(value) > limit:
         raise ValidationError(
             f"content has {len(value):,} characters; the limit is {limit:,} (max_content_chars)"
         )
-    if "\x00" in value:
-        raise ValidationError("content contains NUL characters (binary data?)")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValidationError(f"content is not valid Unicode text: {exc.reason}") from exc
-    return value
+    return text(value, "content", limit)
 
 
-def content_hash(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+def content_hash(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
 
 
 def importance(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-        raise ValidationError(f"importance must be a number in 0..1, not {value!r}")
-    if not 0.0 <= value <= 1.0:
-        raise ValidationError(f"importance {value} is outside 0..1")
-    return float(value)
+    return number(value, "importance", 0.0, 1.0)
 
 
 def weight(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 < value <= 1.0:
-        raise ValidationError(f"link weight must be in (0, 1], not {value!r}")
-    return float(value)
+    out = number(value, "link weight", 0.0, 1.0)
+    if out == 0:
+        raise ValidationError("link weight must be in (0, 1], not 0")
+    return out
 
 
 def tags(value: Any) -> tuple[str, ...]:
@@ -102,23 +165,43 @@ def tags(value: Any) -> tuple[str, ...]:
         return ()
     if isinstance(value, str) or not isinstance(value, Iterable):
         raise ValidationError("tags must be a list of strings")
-    out = []
-    for tag in value:
-        if not isinstance(tag, str) or not tag.strip() or len(tag) > 128:
-            raise ValidationError(f"invalid tag {tag!r}: 1-128 characters")
-        out.append(tag.strip())
-    return tuple(sorted(set(out)))
+    return tuple(sorted({text(tag, "tag", MAX_TAG).strip() for tag in value}))
 
 
 def metadata(value: Any) -> dict[str, Any]:
+    """A JSON object both databases keep as given: string keys, finite numbers, text without
+    NUL, at most ``MAX_DEPTH`` levels (checked without recursion: any depth is refused
+    cleanly) and ``MAX_METADATA_CHARS`` characters as JSON."""
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise ValidationError("metadata must be a mapping")
-    try:
-        return dict(json.loads(json.dumps(dict(value))))
-    except (TypeError, ValueError) as exc:
-        raise ValidationError(f"metadata must be JSON-serialisable: {exc}") from exc
+        raise ValidationError(f"metadata must be a mapping, not {type(value).__name__}")
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        node, depth = pending.pop()
+        if isinstance(node, Mapping | list | tuple):
+            if depth > MAX_DEPTH:
+                raise ValidationError(f"metadata is nested deeper than {MAX_DEPTH} levels")
+            if isinstance(node, Mapping):
+                for key in node:
+                    text(key, "metadata key", MAX_METADATA_CHARS, empty=True)
+                pending.extend((v, depth + 1) for v in node.values())
+            else:
+                pending.extend((v, depth + 1) for v in node)
+        elif isinstance(node, str):
+            text(node, "metadata text", MAX_METADATA_CHARS, empty=True)
+        elif isinstance(node, float):
+            number(node, "metadata number")
+        elif isinstance(node, int) and not isinstance(node, bool):
+            whole(node, "metadata whole number", -(2**63), 2**63 - 1)  # what every JSON reader holds
+        elif not isinstance(node, bool) and node is not None:
+            raise ValidationError(f"metadata must be JSON: {type(node).__name__} values are not")
+    dumped = json.dumps(dict(value), allow_nan=False)
+    if len(dumped) > MAX_METADATA_CHARS:
+        raise ValidationError(
+            f"metadata is {len(dumped):,} characters as JSON; the limit is {MAX_METADATA_CHARS:,}"
+        )
+    return dict(json.loads(dumped))
 
 
 MAX_SOURCE_URL = 2_000  # indexed: a PostgreSQL index entry holds at most ~2,700 bytes
@@ -131,31 +214,55 @@ def source(value: Any) -> Source | None:
         try:
             value = Source(**value)
         except TypeError as exc:
-            raise ValidationError(f"invalid source {dict(value)!r}: {exc}") from exc
+            raise ValidationError(f"invalid source: {exc}") from exc
     if not isinstance(value, Source):
         raise ValidationError("source must be a Source or a mapping with type, url, chunk, ingested_at")
-    if not isinstance(value.type, str) or not 0 < len(value.type.strip()) <= 32:
-        raise ValidationError(f"source type must be 1-32 characters, not {value.type!r}")
-    if value.url is not None and (not isinstance(value.url, str) or len(value.url) > MAX_SOURCE_URL):
-        raise ValidationError(f"source url must be text of at most {MAX_SOURCE_URL} characters")
-    if value.chunk is not None and (
-        isinstance(value.chunk, bool) or not isinstance(value.chunk, int) or value.chunk < 0
-    ):
-        raise ValidationError(f"source chunk must be a whole number >= 0, not {value.chunk!r}")
+    text(value.type, "source type", MAX_SOURCE_TYPE)
+    if value.url is not None:
+        text(value.url, "source url", MAX_SOURCE_URL)
+    if value.chunk is not None:
+        whole(value.chunk, "source chunk")
     if value.ingested_at is not None:
         timestamp(value.ingested_at)
     return value
 
 
+def source_type(value: Any) -> str | None:
+    return None if value is None else text(value, "source type", MAX_SOURCE_TYPE)
+
+
 def thread(value: Any, position: Any) -> tuple[str | None, int | None]:
-    if value is not None and (not isinstance(value, str) or not value.strip() or len(value) > 256):
-        raise ValidationError(f"invalid thread {value!r}: 1-256 characters")
+    if value is not None:
+        text(value, "thread", MAX_THREAD)
     if position is not None:
         if value is None:
             raise ValidationError("a position needs a thread")
-        if isinstance(position, bool) or not isinstance(position, int) or not 0 <= position < 2**31:
-            raise ValidationError(f"position must be a whole number in 0..2**31-1, not {position!r}")
+        whole(position, "position")
     return value, position
+
+
+def link_kind(value: Any) -> str:
+    return text(value, "link kind", MAX_LINK_KIND)
+
+
+def zone_config(thresholds: Any, capacities: Any) -> dict[str, dict[str, Any]]:
+    """``configure_zones`` arguments: zone names to finite thresholds and whole capacities."""
+    out: dict[str, dict[str, Any]] = {"thresholds": {}, "capacities": {}}
+    for name, given, value_of in (
+        ("thresholds", thresholds, lambda v, n: number(v, n, 0.0, 1.0)),
+        ("capacities", capacities, lambda v, n: whole(v, n)),
+    ):
+        if given is None:
+            continue
+        if not isinstance(given, Mapping):
+            raise ValidationError(f"{name} must map zone names to values, not {shown(given)}")
+        for zone, v in given.items():
+            if not isinstance(zone, str | Zone) or zone not in {z.value for z in Zone} | set(Zone):
+                raise ValidationError(
+                    f"unknown zone {shown(zone)} in {name}; zones: {[z.value for z in Zone]}"
+                )
+            out[name][Zone(zone).value] = value_of(v, f"{name[:-1]} of {Zone(zone).value}")
+    return out
 
 
 def draft(item: Any, limit: int) -> Draft:
@@ -167,14 +274,12 @@ def draft(item: Any, limit: int) -> Draft:
     unknown = set(item) - _DRAFT_KEYS
     if unknown:
         raise ValidationError(f"unknown fields {sorted(unknown)}; known: {sorted(_DRAFT_KEYS)}")
-    text = content(item.get("content"), limit)
+    body = content(item.get("content"), limit)
     th, pos = thread(item.get("thread"), item.get("position"))
-    pinned = item.get("pinned", False)
-    if not isinstance(pinned, bool):
-        raise ValidationError("pinned must be true or false")
+    pinned = flag(item.get("pinned", False), "pinned")
     return Draft(
-        content=text,
-        content_hash=content_hash(text),
+        content=body,
+        content_hash=content_hash(body),
         importance=importance(item.get("importance", 0.5)),
         pinned=pinned,
         tags=tags(item.get("tags")),
@@ -194,36 +299,42 @@ def items(value: Any) -> list[Any]:
 
 def record(x: Any, limit: int) -> None:
     """Check a complete memory (from an import) field by field."""
+    text(x.id, "memory id", MAX_MEMORY_ID)
     content(x.content, limit)
     importance(x.importance)
+    flag(x.pinned, "pinned")
+    whole(x.recall_count, "recall_count")
+    for name in ("created_at", "updated_at", "last_access_at"):
+        number(getattr(x, name), name)
+    for name in ("last_recalled_at", "deleted_at"):
+        timestamp(getattr(x, name))
+    if not isinstance(x.zone, Zone):
+        raise ValidationError(f"unknown zone {shown(x.zone)}")
+    number(x.score, "score", 0.0, 1.0)
     tags(x.tags)
     metadata(x.metadata)
     source(x.source)
     thread(x.thread, x.position)
-    for name in ("created_at", "updated_at", "last_access_at", "score"):
-        if isinstance(getattr(x, name), bool) or not isinstance(getattr(x, name), int | float):
-            raise ValidationError(f"{name} must be a number, not {getattr(x, name)!r}")
-    for name in ("last_recalled_at", "deleted_at"):
-        timestamp(getattr(x, name))
-    if isinstance(x.recall_count, bool) or not isinstance(x.recall_count, int) or x.recall_count < 0:
-        raise ValidationError(f"recall_count must be a whole number >= 0, not {x.recall_count!r}")
-    if not isinstance(x.id, str) or not 0 < len(x.id) <= 36:
-        raise ValidationError(f"invalid memory id {x.id!r}")
-    if not isinstance(x.vector_clock, dict) or not all(
-        isinstance(k, str) and isinstance(v, int) for k, v in x.vector_clock.items()
-    ):
+    flag(x.encrypted, "encrypted")
+    if x.key_id is not None:
+        text(x.key_id, "key_id", MAX_KEY_ID)
+    text(x.origin_agent, "origin_agent", MAX_AGENT)
+    if not isinstance(x.hlc, str) or (x.hlc and not _HLC.match(x.hlc)):  # "": stamped on import
+        raise ValidationError(
+            f"hlc must be a hybrid-logical-clock stamp like 1700000000000.00001, not {shown(x.hlc)}"
+        )
+    if not isinstance(x.vector_clock, dict):
         raise ValidationError("vector_clock must map agent ids to counters")
-    if not isinstance(x.origin_agent, str) or not isinstance(x.hlc, str):
-        raise ValidationError("origin_agent and hlc must be text")
+    for agent, count in x.vector_clock.items():
+        text(agent, "vector_clock agent", MAX_AGENT)
+        whole(count, "vector_clock counter", 0, 2**53)
 
 
 def link_record(x: Any) -> None:
     """Check a link from an import."""
     for name in ("source_id", "target_id"):
-        if not isinstance(getattr(x, name), str):
-            raise ValidationError(f"link {name} must be a memory id")
-    if not isinstance(x.kind, str) or not 0 < len(x.kind.strip()) <= 64:
-        raise ValidationError(f"invalid link kind {x.kind!r}: 1-64 characters")
+        text(getattr(x, name), f"link {name}", MAX_MEMORY_ID)
+    link_kind(x.kind)
     weight(x.weight)
     if timestamp(x.created_at) is None:
         raise ValidationError("link created_at is missing")
@@ -236,7 +347,7 @@ def zones(value: Any) -> tuple[Zone, ...]:
         items = [value] if isinstance(value, str | Zone) else list(value)
         return tuple(Zone(z) for z in items)
     except (TypeError, ValueError) as exc:
-        raise ValidationError(f"unknown zone in {value!r}; zones: {[z.value for z in Zone]}") from exc
+        raise ValidationError(f"unknown zone in {shown(value)}; zones: {[z.value for z in Zone]}") from exc
 
 
 def timestamp(value: Any) -> float | None:
@@ -248,11 +359,9 @@ def timestamp(value: Any) -> float | None:
             raise ValidationError("give time-zone aware datetimes (e.g. datetime.now(UTC))")
         return value.timestamp()
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    raise ValidationError(f"invalid time {value!r}")
+        return number(value, "time")
+    raise ValidationError(f"invalid time {shown(value)}")
 
 
 def int_in_range(value: Any, name: str, most: int, least: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= most:
-        raise ValidationError(f"{name} must be a whole number in {least}..{most}, not {value!r}")
-    return value
+    return whole(value, name, least, most)

@@ -125,11 +125,14 @@ def _next_positions(conn: sa.Connection, ns: str, threads: set[str]) -> dict[str
     return {t: (found[t] + 1 if found.get(t) is not None else 0) for t in threads}
 
 
-def live_memory(conn: sa.Connection, ns: str, memory_id: Any) -> tuple[int, Memory]:
-    """(seq, memory) of a live memory of the namespace; ``NotFoundError`` otherwise."""
+def live_memory(conn: sa.Connection, ns: str, memory_id: Any, lock: bool = False) -> tuple[int, Memory]:
+    """(seq, memory) of a live memory of the namespace; ``NotFoundError`` otherwise. ``lock``
+    before changing it: a concurrent writer waits, and sees a memory forgotten meanwhile as
+    gone (PostgreSQL re-checks the row it waited for), so no change is lost or lands on a
+    tombstone."""
     if not isinstance(memory_id, str):
         raise ValidationError(f"memory id must be a string, not {type(memory_id).__name__}")
-    found = fetch(conn, live(ns) & (m.id == memory_id))
+    found = fetch(conn, live(ns) & (m.id == memory_id), lock=lock)
     if not found:
         raise NotFoundError(f"no memory {memory_id!r} in namespace {ns!r}")
     return next(iter(found.items()))
@@ -159,7 +162,7 @@ def update(
     window: int,
 ) -> Memory:
     """Write checked new column ``values`` (and tags, and a new content's vector) of a memory."""
-    seq, current = live_memory(conn, ns, memory_id)
+    seq, current = live_memory(conn, ns, memory_id, lock=True)
     vc = bump(current.vector_clock, who.id)
     values = {**values, "updated_at": now, "last_access_at": now, "hlc": stamp(), "vector_clock": vc}
     try:
@@ -193,7 +196,7 @@ def forget(
 ) -> Memory:
     """Make a memory a tombstone and take its words out of the full-text index, its own and
     its thread neighbours' context."""
-    seq, current = live_memory(conn, ns, memory_id)
+    seq, current = live_memory(conn, ns, memory_id, lock=True)
     vc, hlc = bump(current.vector_clock, who.id), stamp()
     conn.execute(memories.update().where(m.seq == seq).values(deleted_at=now, hlc=hlc, vector_clock=vc))
     dialect.text_index_drop(conn, ns, [seq])

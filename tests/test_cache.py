@@ -24,11 +24,12 @@ def _settings(redis: Redis, **kw: object) -> Settings:
 
 
 def _reads(mem: StellarMemory) -> list[str]:
-    """Database statements that read memories by id, from now on."""
+    """Database statements that read a whole memory by id (not its version), from now on."""
     seen: list[str] = []
 
     def _seen(_conn: object, _cur: object, statement: str, *_: object) -> None:
-        if statement.startswith("SELECT") and "memories.id =" in statement:
+        whole = "memories.content" in statement and "memories.id =" in statement
+        if statement.startswith("SELECT") and whole:
             seen.append(statement)
 
     sa.event.listen(mem.db.engine, "before_cursor_execute", _seen)

@@ -315,7 +315,7 @@ def test_import_into_a_namespace_from_stdin(
     ("argv", "message"),
     [
         (["store", "   "], "content is empty"),
-        (["store", "x", "--importance", "2"], "importance 2.0 is outside 0..1"),
+        (["store", "x", "--importance", "2"], "importance must be a finite number in 0..1, not 2.0"),
         (["get", "no-such-id"], "no memory 'no-such-id' in namespace 'default'"),
         (["forget", "no-such-id"], "no memory 'no-such-id'"),
         (["--namespace", "bad namespace", "stats"], "invalid namespace"),
@@ -323,6 +323,7 @@ def test_import_into_a_namespace_from_stdin(
         (["import", "{tmp}/missing.json"], "missing.json: No such file or directory"),
         (["import", "{tmp}/broken.json"], "broken.json is not valid JSON"),
         (["import", "{tmp}/other.json"], "not a Stellar Memory export"),
+        (["import", "{tmp}/deep.json"], "deep.json is nested too deeply"),
         (["export", "{tmp}/no-dir/out.json"], "No such file or directory"),
     ],
 )
@@ -331,6 +332,7 @@ def test_bad_input_exits_2_with_a_message_and_changes_nothing(
 ) -> None:
     (tmp_path / "broken.json").write_text('{"format": "stellar-memory-export", ')
     (tmp_path / "other.json").write_text('{"hello": "world"}')
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
     before = stellar("--db", db, "export", "--json").out
     result = stellar("--db", db, *(a.format(tmp=tmp_path) for a in argv))
     assert result.code == 2

@@ -301,3 +301,54 @@ def test_bad_arguments_fail_the_call(mem: StellarMemory, tmp_path: Path) -> None
         ingest_path(mem, tmp_path, importance=2.0)
     with pytest.raises(ValidationError):
         ingest_path(mem, tmp_path, namespace="no spaces allowed")
+
+
+def test_a_deeply_nested_json_file_is_skipped_not_the_folder(mem: StellarMemory, tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    (docs / "rota.md").write_text("# Rota\n\nDmitri is on call.\n")
+    result = ingest_path(mem, docs)
+    assert result.new == 1
+    assert dict(result.skipped) == {(docs / "deep.json").as_posix(): "JSON nested too deeply"}
+
+
+def test_special_files_named_directly_are_refused_without_reading(mem: StellarMemory, tmp_path: Path) -> None:
+    import os
+
+    (tmp_path / "zero.md").symlink_to("/dev/zero")  # st_size 0, endless when read
+    os.mkfifo(tmp_path / "pipe.md")  # opening it would wait for a writer forever
+    for name in ("zero.md", "pipe.md"):
+        started = time.monotonic()
+        result = ingest_path(mem, tmp_path / name)
+        assert time.monotonic() - started < 5
+        assert result.new == 0 and "not a regular file" in result.skipped[0][1], result
+
+
+def test_the_size_limit_counts_the_bytes_read(mem: StellarMemory, tmp_path: Path, monkeypatch) -> None:
+    from stellar_core.connectors import files
+
+    monkeypatch.setattr(files, "MAX_FILE_BYTES", 1_000)
+    (tmp_path / "big.md").write_text("x" * 1_001)
+    assert "larger than 1,000 bytes" in ingest_path(mem, tmp_path / "big.md").skipped[0][1]
+
+
+def test_a_folder_walk_stays_inside_the_folder(mem: StellarMemory, tmp_path: Path) -> None:
+    """A link inside the folder to a file elsewhere is not followed (name the file to take it);
+    links within the folder are."""
+    secret = tmp_path / "outside" / "secret.md"
+    secret.parent.mkdir()
+    secret.write_text("# Secret\n\nThe vault PIN is 4417.\n")
+    docs = tmp_path / "docs"
+    (docs / "sub").mkdir(parents=True)
+    (docs / "sub" / "rota.md").write_text("# Rota\n\nDmitri is on call.\n")
+    (docs / "leak.md").symlink_to(secret)
+    (docs / "alias.md").symlink_to(docs / "sub" / "rota.md")
+    (docs / "outside-dir").symlink_to(secret.parent, target_is_directory=True)
+    result = ingest_path(mem, docs)
+    assert dict(result.skipped) == {
+        (docs / "leak.md").as_posix(): "a link to a file outside the folder (not followed)"
+    }
+    contents = " ".join(x.content for x in mem.memories(limit=100))
+    assert "Dmitri" in contents and "4417" not in contents
+    assert ingest_path(mem, docs / "leak.md").new == 1  # named directly: taken

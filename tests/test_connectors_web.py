@@ -244,9 +244,16 @@ def test_a_server_slower_than_the_timeout_is_unavailable(open_memory: MemoryFact
             h.wfile.flush()
             time.sleep(0.1)
 
+    def drip_headers(h: BaseHTTPRequestHandler) -> None:  # no read waits long; the headers never end
+        for byte in b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nX-Filler: " + b"x" * 10_000:
+            h.wfile.write(bytes([byte]))
+            h.wfile.flush()
+            time.sleep(0.05)
+
     site.routes["/slow"] = slow
     site.routes["/trickle"] = trickle
-    for path in ("/slow", "/trickle"):
+    site.routes["/drip-headers"] = drip_headers
+    for path in ("/slow", "/trickle", "/drip-headers"):
         started = time.monotonic()
         with pytest.raises(SourceUnavailable, match="timed out"):
             ingest_url(mem, site.url(path))
@@ -339,3 +346,21 @@ def test_an_invalid_certificate_is_a_source_error(tmp_path: Path) -> None:
     settings = Settings(web_allow_hosts=["localhost"])
     with site, pytest.raises(SourceError, match="TLS certificate not valid"):
         fetch(f"https://localhost:{site.port}/p", settings, accept=("text/plain",))
+
+
+def test_a_name_that_takes_too_long_to_resolve_is_unavailable(
+    open_memory: MemoryFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The resolver is the internet's part: a slow one stands in for it here."""
+    import socket
+
+    def slow_resolver(*args: object, **kwargs: object) -> list[object]:
+        time.sleep(3)
+        return []
+
+    mem = open_memory(settings=Settings(web_timeout_seconds=0.5))
+    monkeypatch.setattr(socket, "getaddrinfo", slow_resolver)
+    started = time.monotonic()
+    with pytest.raises(SourceUnavailable, match=r"resolving example\.org timed out"):
+        ingest_url(mem, "http://example.org/page")
+    assert time.monotonic() - started < 1.5

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -54,12 +55,12 @@ def ingest_path(
     check.importance(importance)  # bad arguments fail the call, not every file one by one
     wanted = _suffixes(extensions)
     if root.is_dir():
+        skipped: list[tuple[str, str]] = []
         try:
-            os.listdir(root)  # rglob would pass over an unreadable directory in silence
-            files = sorted(_walk(root, wanted))
+            os.listdir(root)  # a walk would pass over an unreadable directory in silence
+            files = sorted(_walk(root, wanted, skipped))
         except OSError as exc:
             return IngestResult(skipped=[(str(root), f"unreadable directory: {exc.strerror or exc}")])
-        skipped: list[tuple[str, str]] = []
         docs = (doc for file in files if (doc := _document(file, skipped)) is not None)
         result = ingest_documents(mem, docs, namespace=namespace, importance=importance, max_chars=max_chars)
         return result + IngestResult(skipped=skipped) + _forget_deleted(mem, root, namespace)
@@ -101,13 +102,19 @@ def _document(file: Path, skipped: list[tuple[str, str]]) -> Document | None:
 
 
 def read_text(file: Path) -> tuple[str | None, str]:
-    """The file's text (JSON pretty-printed), or None and why it cannot be ingested."""
+    """The file's text (JSON pretty-printed), or None and why it cannot be ingested.
+
+    Only regular files are opened (a FIFO would block the read forever, a device never end),
+    and the size limit counts the bytes actually read, not what ``stat`` claims."""
     try:
-        if file.stat().st_size > MAX_FILE_BYTES:
-            return None, f"larger than {MAX_FILE_BYTES:,} bytes"
-        data = file.read_bytes()
+        if not stat.S_ISREG(os.stat(file).st_mode):
+            return None, "not a regular file (a pipe, device or socket)"
+        with open(file, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         return None, f"unreadable: {exc.strerror or exc}"
+    if len(data) > MAX_FILE_BYTES:
+        return None, f"larger than {MAX_FILE_BYTES:,} bytes"
     if b"\x00" in data:
         return None, "binary (contains NUL bytes)"
     try:
@@ -121,6 +128,8 @@ def read_text(file: Path) -> tuple[str | None, str]:
             text = json.dumps(json.loads(text), indent=2, ensure_ascii=False)
         except ValueError as exc:
             return None, f"invalid JSON: {exc}"
+        except RecursionError:
+            return None, "JSON nested too deeply"
     return text.replace("\r\n", "\n").replace("\r", "\n"), ""
 
 
@@ -189,8 +198,9 @@ def _ingest_changes(
     importance: float,
 ) -> IngestResult:
     result = IngestResult()
+    inside = root.resolve()
     for p in paths:
-        if p.is_file() and p.suffix.lower() in wanted and not _hidden(root, p):
+        if p.is_file() and p.suffix.lower() in wanted and not _hidden(root, p) and not _outside(inside, p):
             result += ingest_file(mem, p, namespace=namespace, importance=importance)
         elif not p.exists():  # a deleted file, or a directory moved away with its files
             result += _forget_deleted(mem, p, namespace)
@@ -217,10 +227,26 @@ def _vanished(p: Path) -> bool:
     return False
 
 
-def _walk(root: Path, wanted: set[str]) -> Iterable[Path]:
-    for p in root.rglob("*"):
-        if p.suffix.lower() in wanted and not _hidden(root, p) and p.is_file():
-            yield p
+def _walk(root: Path, wanted: set[str], skipped: list[tuple[str, str]]) -> Iterable[Path]:
+    """The wanted files under ``root``, hidden ones left out. The walk stays inside: links to
+    directories are not followed, and a link to a file elsewhere is skipped, so pointing
+    the connector at a folder never reads what lies outside it (name the file to take it)."""
+    inside = root.resolve()
+    for folder, dirs, names in os.walk(root, followlinks=False):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in names:
+            p = Path(folder) / name
+            if name.startswith(".") or p.suffix.lower() not in wanted:
+                continue
+            if _outside(inside, p):
+                skipped.append((p.as_posix(), "a link to a file outside the folder (not followed)"))
+            elif p.is_file():
+                yield p
+
+
+def _outside(inside: Path, p: Path) -> bool:
+    """A link from the folder ``inside`` (resolved) to a file elsewhere."""
+    return p.is_symlink() and not p.resolve().is_relative_to(inside)
 
 
 def _hidden(root: Path, p: Path) -> bool:

@@ -6,7 +6,8 @@ its host resolves to is globally routable, unless the host name or the address i
 DNS answer that changes between the check and the connect (rebinding) cannot slip past it.
 Redirects are followed by hand and every hop is checked the same way.
 
-Limits: ``web_timeout_seconds`` for the whole fetch, ``web_max_redirects``, and
+Limits: ``web_timeout_seconds`` for the whole fetch (name lookup, connecting, headers and
+body, every redirect), ``web_max_redirects``, and
 ``web_max_bytes`` of (decompressed) body, refused early on Content-Length.
 
 Errors: ``SourceError`` when asking again cannot help (malformed URL, refused address, 4xx,
@@ -16,15 +17,18 @@ refused or reset connections, DNS failures, 5xx, 408, 429).
 
 from __future__ import annotations
 
+import concurrent.futures
 import ipaddress
 import re
 import socket
 import ssl
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
+import httpcore
 import httpx
 
 from stellar_core.errors import SourceError, SourceUnavailable, StellarError
@@ -79,8 +83,10 @@ def fetch(
     current = url
     # One connection per hop: a reused connection would skip the check and the TLS name of the
     # next hop. The environment's proxies are ignored: a proxy resolves names the guard never saw.
-    limits = httpx.Limits(max_keepalive_connections=0)
-    with httpx.Client(follow_redirects=False, trust_env=False, limits=limits) as client:
+    transport = httpx.HTTPTransport(limits=httpx.Limits(max_keepalive_connections=0))
+    # httpcore's pool, which the transport builds: every socket operation ends by the deadline
+    transport._pool._network_backend = _Deadline(transport._pool._network_backend, deadline)
+    with httpx.Client(transport=transport, follow_redirects=False, trust_env=False) as client:
         for _ in range(settings.web_max_redirects + 1):
             target = check_url(current)
             own = headers if headers and _origin(target) == origin else {}
@@ -145,7 +151,7 @@ def _open(
     """The streamed response from the first checked address that answers; closed after."""
     port = target.port or (443 if target.scheme == "https" else 80)
     failure: httpx.HTTPError | None = None
-    for address in _resolve(url, target, port, allowed):
+    for address in _resolve(url, target, port, allowed, deadline):
         left = deadline - time.monotonic()
         if left <= 0:
             break
@@ -177,12 +183,17 @@ def _open(
     raise _translated(url, failure) from failure
 
 
-def _resolve(url: str, target: httpx.URL, port: int, allowed: _Allowed) -> list[Address]:
+def _resolve(url: str, target: httpx.URL, port: int, allowed: _Allowed, deadline: float) -> list[Address]:
     """The host's addresses, all of them checked; refused if any is not public."""
     host = target.host
     name = target.raw_host.decode("ascii")  # IDNA, as it goes on the wire
+    # The resolver has no timeout of ours: it answers in a thread, and the fetch stops
+    # waiting at the deadline (the thread ends when the resolver gives up).
+    lookup = _RESOLVER.submit(socket.getaddrinfo, name, port, type=socket.SOCK_STREAM)
     try:
-        infos = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM)
+        infos = lookup.result(timeout=max(0.0, deadline - time.monotonic()))
+    except concurrent.futures.TimeoutError as exc:
+        raise SourceUnavailable(f"{url}: resolving {host} timed out") from exc
     except socket.gaierror as exc:
         if exc.errno in (socket.EAI_AGAIN, socket.EAI_FAIL):  # the resolver's trouble, not the name's
             raise SourceUnavailable(f"{url}: cannot resolve {host} now: {exc.strerror}") from exc
@@ -220,6 +231,63 @@ def _public(address: Address) -> bool:
         or address.is_multicast  # is_global does not exclude 224.0.0.0/4
         or address.is_unspecified
     )
+
+
+class _Deadline(httpcore.NetworkBackend):
+    """Network I/O that ends by the fetch's deadline. httpx's timeouts hold per operation: a
+    server that sent its headers a byte a second took 174 s against a 10 s limit."""
+
+    def __init__(self, inner: httpcore.NetworkBackend, deadline: float) -> None:
+        self._inner, self._deadline = inner, deadline
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        left = _left(self._deadline, timeout, httpcore.ConnectTimeout)
+        stream = self._inner.connect_tcp(host, port, left, local_address, socket_options)
+        return _DeadlineStream(stream, self._deadline)
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    def __init__(self, inner: httpcore.NetworkStream, deadline: float) -> None:
+        self._inner, self._deadline = inner, deadline
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _left(self._deadline, timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _left(self._deadline, timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        left = _left(self._deadline, timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname, left), self._deadline)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+def _left(deadline: float, timeout: float | None, expired: type[Exception]) -> float:
+    """Seconds the next operation may take: its own timeout, cut at the deadline."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise expired("the fetch's time limit passed")
+    return left if timeout is None else min(timeout, left)
+
+
+_RESOLVER = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="stellar-dns")
 
 
 @dataclass(frozen=True)

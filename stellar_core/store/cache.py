@@ -3,14 +3,17 @@
 Only memories in the hot zones (Core and Inner by default) are cached: they are the ones
 agents come back to, and it bounds the cache to the zones' capacities.
 
-- **Never stale after a write.** Every write deletes the keys of what it changed, after its
+- **Never older than the database.** A hit is returned only if it is the version the
+  database holds (``records.version``: one indexed read of a few columns), so nothing that
+  happened to Redis, such as a write whose deletion could not reach it and whose process then
+  exited, makes a reader see an old version (``cache_verify``; on by default).
+- **Invalidated on write.** Every write deletes the keys of what it changed, after its
   commit, from whichever process. A reader that missed fills the key only while it holds
   the key's *lease*, and a write deletes the lease too: a fill that raced a write is dropped.
 - **No stampede.** Of the readers that miss at once, the lease holder reads the database;
   the others wait a moment for its value instead of all querying.
 - **Redis is optional at run time.** If it is down or goes away, every call works without it
-  (logged once); keys whose deletion failed are deleted when Redis answers again, and the
-  TTL bounds anything else.
+  (logged once); keys whose deletion failed are deleted when Redis answers again.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from stellar_core.models import Memory
+from stellar_core.store.records import version_of
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +61,15 @@ return 0
 """
 
 
+Version = Callable[[], "tuple[Any, ...] | None"]  # the live row's version, from the database
+
+
 class NoCache:
     """The embedded default: every read goes to the database."""
 
     active = False
 
-    def get(self, namespace: str, memory_id: str, load: Callable[[], Memory]) -> Memory:
+    def get(self, namespace: str, memory_id: str, load: Callable[[], Memory], current: Version) -> Memory:
         return load()
 
     def invalidate(self, namespace: str, memory_ids: Iterable[str]) -> None:
@@ -87,6 +94,7 @@ class RedisCache:
         zones: Iterable[str],
         lease_seconds: float = 2.0,
         retry_seconds: float = 1.0,
+        verify: bool = True,
     ) -> None:
         import redis
 
@@ -99,26 +107,30 @@ class RedisCache:
         self._lease_ms = int(lease_seconds * 1000)
         self._zones = {str(z) for z in zones}
         self._retry = retry_seconds
+        self._verify = verify
         self._lock = threading.Lock()
         self._down_since: float | None = None  # when Redis last failed; None while it answers
         self._undeleted: set[tuple[str, str]] = set()  # invalidations Redis missed
         self._namespaces_undeleted: set[str] = set()
 
     # --- reads ----------------------------------------------------------------------------
-    def get(self, namespace: str, memory_id: str, load: Callable[[], Memory]) -> Memory:
-        """The memory from Redis, or from ``load()`` (the database), filling Redis."""
+    def get(self, namespace: str, memory_id: str, load: Callable[[], Memory], current: Version) -> Memory:
+        """The memory from Redis if it is the database's version (``current()``), else from
+        ``load()`` (the database), filling Redis."""
         key, lease = _key(namespace, memory_id), _key(namespace, memory_id) + ":lease"
         token = uuid.uuid4().hex
         got = self._call(lambda: self._get_or_lease(key, lease, token))
         if got is None:  # Redis unavailable
             return load()
         cached, leased = got
+        if cached is None and not leased:  # someone else is loading it: wait briefly for their value
+            cached = self._wait_for(key)
         if cached is not None:
-            return Memory.from_dict(json.loads(cached))
-        if not leased:  # someone else is loading it: wait briefly for their value
-            waited = self._wait_for(key)
-            if waited is not None:
-                return Memory.from_dict(json.loads(waited))
+            x = Memory.from_dict(json.loads(cached))
+            if not self._verify or version_of(x) == current():
+                return x
+            self._call(lambda: self._redis.delete(key))  # out of date: the next reader fills it anew
+            return load()
         try:
             x = load()
         except Exception:
@@ -134,6 +146,9 @@ class RedisCache:
         return x
 
     def _get_or_lease(self, key: str, lease: str, token: str) -> tuple[bytes | None, bool]:
+        value = self._redis.get(key)  # a plain GET first: a hit is the common case, and cheaper
+        if isinstance(value, bytes):
+            return value, False
         found, value = self._get_or_lease_script(keys=[key, lease], args=[token, self._lease_ms])
         return (value, False) if found == 1 else (None, value == 1)
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
@@ -44,6 +46,10 @@ class Database:
         self.dialect.configure(self.engine)
         self._settings = settings
         self._side: sa.Engine | None = None  # side_read()'s pool, made on first use
+        self._peek: sa.Engine | None = None  # peek()'s pool, made on first use
+        self._peeks: dict[sa.Select[Any], tuple[str, tuple[str, ...] | None]] = {}  # compiled once
+        self._peeking = threading.local()  # each thread's peek cursor
+        self._peek_connections: weakref.WeakSet[Any] = weakref.WeakSet()  # closed by close()
         self._side_lock = threading.Lock()
         self._rows = self._added = 0  # memories at the last statistics refresh; added since
         self._refreshing = threading.Lock()  # held while a refresh runs
@@ -149,6 +155,46 @@ class Database:
         with _translated(), self._side.connect() as conn, conn.begin():
             yield conn
 
+    def peek(self, query: sa.Select[Any], params: dict[str, Any]) -> tuple[Any, ...] | None:
+        """The first row of a small read that needs no snapshot (a cache hit's version): on a
+        driver connection this thread keeps for it, in autocommit, with no ping, rollback or
+        SQLAlchemy result machinery, so it costs one round trip (PostgreSQL: about 0.1 ms,
+        against 0.65 ms through ``read()``). A connection the server dropped is discarded and
+        the error raised; the next peek connects anew."""
+        compiled = self._peeks.get(query)
+        if compiled is None:
+            sql = query.compile(dialect=self.engine.dialect)
+            keys = tuple(sql.positiontup or ()) if sql.positional else None
+            compiled = self._peeks[query] = (str(sql), keys)
+        text, keys = compiled
+        args = tuple(params[k] for k in keys) if keys is not None else params
+        if getattr(self._peeking, "cursor", None) is None:
+            self._peeking.conn = self._peek_connection()
+            self._peeking.cursor = self._peeking.conn.cursor()
+        try:
+            self._peeking.cursor.execute(text, args)
+            row = self._peeking.cursor.fetchone()
+        except Exception:
+            self._peeking.cursor = None
+            self._peeking.conn.invalidate()
+            raise
+        return None if row is None else tuple(row)
+
+    def _peek_connection(self) -> Any:
+        """A new driver connection for this thread's peeks: autocommit, kept until the thread
+        ends (then garbage) or ``close()``."""
+        with self._side_lock:
+            if self._peek is None:
+                kwargs = self.dialect.engine_kwargs(self._settings)
+                for pooled in ("pool_size", "max_overflow", "pool_timeout", "pool_recycle", "pool_pre_ping"):
+                    kwargs.pop(pooled, None)
+                self._peek = sa.create_engine(
+                    self.url, **kwargs, poolclass=sa.pool.NullPool, isolation_level="AUTOCOMMIT"
+                )
+            conn = self._peek.raw_connection()  # (returning it to the pool would close it)
+            self._peek_connections.add(conn)
+            return conn
+
     def checkpoint(self) -> int:
         """Fold the write-ahead log into the database (see the dialect's ``checkpoint``)."""
         with _translated(), self.engine.connect() as conn:
@@ -160,8 +206,11 @@ class Database:
         if self._refreshing.acquire(timeout=60):
             self._refreshing.release()
         self.engine.dispose()
-        if self._side is not None:
-            self._side.dispose()
+        for pool in (self._side, self._peek):
+            if pool is not None:
+                pool.dispose()
+        for conn in list(self._peek_connections):
+            conn.close()
 
 
 @contextmanager

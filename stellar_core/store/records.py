@@ -96,11 +96,26 @@ def fetch(
     order_by: Sequence[sa.ColumnElement[Any]] = (),
     limit: int | None = None,
     offset: int = 0,
+    lock: bool = False,
 ) -> dict[int, Memory]:
     """Memories matching ``where`` (with its bound ``params``), keyed by seq in ``order_by``'s
-    order, with their tags."""
+    order, with their tags. ``lock``: their rows stay locked until the transaction ends (a
+    write that reads a row to change it; SQLite's writer holds the whole database anyway)."""
     q = sa.select(m.seq, *MEMORY_COLUMNS).where(where).order_by(*order_by).limit(limit).offset(offset)
+    if lock:
+        q = q.with_for_update()
     return _with_tags(conn, conn.execute(q, params).all())
+
+
+def version_of(x: Memory) -> tuple[Any, ...]:
+    """Every write stamps ``hlc``; recall statistics and reorbit change the rest."""
+    return (x.hlc, x.recall_count, x.last_access_at, x.score, x.zone.value)
+
+
+# What changes whenever a live memory does (``version_of`` its ``Memory``): by id and namespace.
+VERSION = sa.select(m.hlc, m.recall_count, m.last_access_at, m.score, m.zone).where(
+    m.id == sa.bindparam("id"), m.namespace == sa.bindparam("ns"), m.deleted_at.is_(None)
+)
 
 
 def fetch_seqs(conn: sa.Connection, seqs: Sequence[int]) -> dict[int, Memory]:

@@ -31,9 +31,10 @@ class HybridLogicalClock:
 
     def observe(self, stamp: str) -> None:
         """Move past a timestamp seen elsewhere (another process, a stored change)."""
-        if not stamp:
+        try:
+            ms, counter = (int(x) for x in stamp.split("."))
+        except ValueError:  # not a stamp (imports check theirs): nothing to move past
             return
-        ms, counter = (int(x) for x in stamp.split("."))
         with self._lock:
             if (ms, counter) > (self._ms, self._counter):
                 self._ms, self._counter = ms, counter
