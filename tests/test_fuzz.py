@@ -22,7 +22,7 @@ from tests.fakes import HashEmbedder
 
 pytestmark = pytest.mark.backends
 
-EXAMPLES = 60  # per test and backend: about 15 s each here
+EXAMPLES = 300  # per test and backend: a few seconds each
 
 texts = st.one_of(
     st.text(max_size=40),
