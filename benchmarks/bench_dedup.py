@@ -66,7 +66,7 @@ def plant(
 
 
 def live_contents(mem: StellarMemory) -> list[str]:
-    with mem.db.read() as conn:
+    with mem.engine.db.read() as conn:
         return list(conn.execute(sa.select(m.content).where(live(mem.namespace))).scalars())
 
 

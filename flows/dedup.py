@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.common import Outcome, open_memory, per_namespace
-from tasks.upkeep import dedup_namespace
+from tasks.maintenance import dedup_namespace
 
 
 @flow(name="dedup", persist_result=True)

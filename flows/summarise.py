@@ -6,7 +6,7 @@ from prefect import flow
 
 from flows.common import Outcome, open_memory, per_namespace
 from stellar_core import SummaryResult
-from tasks.upkeep import summarise_namespace
+from tasks.maintenance import summarise_namespace
 
 
 @flow(name="summarise", persist_result=True)

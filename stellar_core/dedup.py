@@ -19,20 +19,22 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faiss
 import numpy as np
 import sqlalchemy as sa
 
 from stellar_core import validation as check
-from stellar_core import writes
+from stellar_core.engine import Engine
 from stellar_core.errors import ValidationError
-from stellar_core.memory import StellarMemory
 from stellar_core.models import Memory, Principal
 from stellar_core.store.records import fetch_seqs, live, m
 from stellar_core.store.schema import memories, memory_vectors
 from stellar_core.summaries import SUMMARY_TYPE
+
+if TYPE_CHECKING:
+    from stellar_core.memory import StellarMemory
 
 CELL = 256  # memories per cell of the partition: the scan costs n * n * PROBES / CELL products
 PROBES = 3  # cells each memory is compared against (its nearest centroids); 2 missed 0.5%
@@ -75,20 +77,20 @@ def consolidate(
     """Merge the namespace's near-duplicates (cosine >= ``threshold``, default the
     ``dedup_threshold`` setting); running it again merges nothing new."""
     started = time.perf_counter()
-    ns = mem.namespace_for(namespace)
-    who = check.principal(principal, mem.principal)
+    engine = mem.engine
+    ns, who = engine.scope(namespace, principal)
     limit = mem.settings.dedup_threshold if threshold is None else threshold
     if isinstance(limit, bool) or not isinstance(limit, int | float) or not 0 < limit <= 1:
         raise ValidationError(f"threshold must be a cosine similarity in (0, 1], not {limit!r}")
-    mem.flush()  # recall counts decide the survivor: write the pending ones first
-    seqs, x, pinned, source = _candidates(mem, ns)
+    engine.flush()  # recall counts decide the survivor: write the pending ones first
+    seqs, x, pinned, source = _candidates(engine, ns, who)
     a, b = near_pairs(x, float(limit))
     same = source[a] == source[b]
     clusters = _split_pinned(components(len(seqs), a[same], b[same]), pinned, x)
     searched = time.perf_counter()
     merged = done = 0
     for rows in clusters:
-        folded = _merge(mem, ns, who, {int(seqs[i]): x[i] for i in rows})
+        folded = _merge(engine, ns, who, {int(seqs[i]): x[i] for i in rows})
         merged += folded
         done += folded > 0
     end = time.perf_counter()
@@ -98,7 +100,9 @@ def consolidate(
 
 
 # --- finding clusters --------------------------------------------------------------------
-def _candidates(mem: StellarMemory, ns: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _candidates(
+    engine: Engine, ns: str, who: Principal
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(seqs, unit vectors, pinned flags, source codes) of the memories that may merge, read in
     one query. Equal source codes: no source, or the same (type, key)."""
     q = (
@@ -108,9 +112,9 @@ def _candidates(mem: StellarMemory, ns: str) -> tuple[np.ndarray, np.ndarray, np
         .where(sa.or_(m.source_type.is_(None), m.source_type != SUMMARY_TYPE))
         .order_by(m.seq)
     )
-    with mem.db.read() as conn:
-        rows = conn.execute(q).all()
-    dim = mem.embedder.dim
+    with engine.reading("dedup", ns, who) as r:
+        rows = r.conn.execute(q).all()
+    dim = engine.embedder.dim
     x = np.stack([r.embedding for r in rows]).astype(np.float32) if rows else np.zeros((0, dim), "f4")
     x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     codes: dict[tuple[str, str | None] | None, int] = {None: 0}
@@ -220,17 +224,17 @@ def _split_pinned(clusters: list[np.ndarray], pinned: np.ndarray, x: np.ndarray)
 
 
 # --- merging -----------------------------------------------------------------------------
-def _merge(mem: StellarMemory, ns: str, who: Principal, cluster: dict[int, np.ndarray]) -> int:
+def _merge(engine: Engine, ns: str, who: Principal, cluster: dict[int, np.ndarray]) -> int:
     """Fold a cluster (seq -> unit vector) into its survivor in one transaction; how many
     memories were folded. Rows are read again under lock: a memory forgotten, pinned or
     encrypted since the scan is left as it is now."""
-    now = mem.clock.now()
-    window = mem.settings.thread_context_window
     seqs = sorted(cluster)
-    with mem.db.write() as conn:
-        # Row-level writer of one namespace (see lock_namespaces); rows locked in seq order.
-        mem.db.dialect.lock_namespaces(conn, [ns], exclusive=False)
-        conn.execute(sa.select(m.seq).where(m.seq.in_(seqs)).order_by(m.seq).with_for_update())
+    with engine.writing("dedup", ns, who) as tx:
+        tx.lock(exclusive=False)  # a row-level writer of the namespace (see lock_namespaces)
+        conn = tx.conn
+        conn.execute(
+            sa.select(m.seq).where(m.seq.in_(seqs)).order_by(m.seq).with_for_update()
+        )  # in seq order
         found = fetch_seqs(conn, seqs)
         current = [
             (seq, x)
@@ -246,18 +250,15 @@ def _merge(mem: StellarMemory, ns: str, who: Principal, cluster: dict[int, np.nd
         history = _as_list(keep.metadata.get("merged"))
         for seq, x in folded:
             similarity = float(np.dot(cluster[seq], cluster[keep_seq]))
-            history.extend(_history(x, similarity, now))
+            history.extend(_history(x, similarity, tx.now))
         values = {
             "importance": max(x.importance for _, x in [(keep_seq, keep), *folded]),
             "meta": check.metadata({**keep.metadata, "merged": _unique_ids(history)}),
         }
         tags = sorted({t for _, x in [(keep_seq, keep), *folded] for t in x.tags})
-        dialect = mem.db.dialect
-        writes.update(conn, dialect, ns, who, keep.id, values, tags, None, mem.stamp, now, window)
+        tx.update(keep.id, values, tags)
         for _, x in folded:
-            writes.forget(conn, dialect, ns, who, x.id, mem.stamp, now, window)
-    # After the commit, as the facade's own writes do: no reader can refill the old copies.
-    mem._cache.invalidate(ns, [keep.id, *(x.id for _, x in folded)])
+            tx.forget(x.id)
     return len(folded)
 
 

@@ -8,44 +8,33 @@ cascading outwards), forget what has idled in Cloud past its importance-dependen
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
 
-from stellar_core.clock import DAY
-from stellar_core.models import ReorbitReport, Zone
+from stellar_core.clock import DAY, bump
+from stellar_core.models import Op, ReorbitReport, Zone
 from stellar_core.scoring import BOUNDED, ZonePolicy, forget_after_days, score_sql
-from stellar_core.search import lexical
-from stellar_core.settings import Settings
-from stellar_core.store.dialect import Dialect
+from stellar_core.store import changelog, fulltext
 from stellar_core.store.records import live, m
 from stellar_core.store.schema import links, memories
-from stellar_core.sync import outbox
-from stellar_core.sync.clock import bump
-
-ChangeStamp = Callable[[], str]
+from stellar_core.writes import Transaction
 
 
-def reorbit(
-    conn: sa.Connection,
-    dialect: Dialect,
-    namespace: str,
-    policy: ZonePolicy,
-    s: Settings,
-    now: float,
-    agent: str,
-    hlc: ChangeStamp,
-    context: Mapping[int, float] | None = None,
-) -> ReorbitReport:
-    """Rescore, rezone, forget and purge one namespace inside the caller's transaction."""
+def reorbit(tx: Transaction, policy: ZonePolicy, context: Mapping[int, float] | None = None) -> ReorbitReport:
+    """Rescore, rezone, forget and purge the transaction's namespace. ``context``: each
+    memory's similarity to a context, by seq (a term of the score)."""
     started = time.perf_counter()
+    conn, namespace = tx.conn, tx.namespace
     ctx_col = _context_column(conn, context) if context is not None else None
     orbit = _orbit_table(conn)
     conn.execute(
         orbit.insert().from_select(
             ["seq", "score", "zone"],
-            sa.select(m.seq, score_sql(memories, now, s, ctx_col), m.zone).where(live(namespace)),
+            sa.select(m.seq, score_sql(memories, tx.now, tx.settings, ctx_col), m.zone).where(
+                live(namespace)
+            ),
         )
     )
     scored = int(conn.execute(sa.select(sa.func.count()).select_from(orbit)).scalar_one())
@@ -57,34 +46,26 @@ def reorbit(
     o = orbit.c
     conn.execute(memories.update().where(m.seq == o.seq).values(score=o.score, zone=o.new_zone))
     orbit.drop(conn)
-    forgotten = _forget(conn, dialect, namespace, s, now, agent, hlc)
-    purged = _purge(conn, dialect, namespace, s, now, agent, hlc)
+    forgotten, purged = _forget(tx), _purge(tx)
     zones = dict.fromkeys(Zone, 0)
     for zone, count in conn.execute(
         sa.select(m.zone, sa.func.count()).where(live(namespace)).group_by(m.zone)
     ):
         zones[Zone(zone)] = count
+    tx.reshaped = True  # every score and zone moved: every cached copy is out of date
     return ReorbitReport(
         namespace, scored, inward, outward, forgotten, purged, zones, time.perf_counter() - started
     )
 
 
-def forget_idle(
-    conn: sa.Connection,
-    dialect: Dialect,
-    namespace: str,
-    s: Settings,
-    now: float,
-    agent: str,
-    hlc: ChangeStamp,
-) -> tuple[int, int]:
+def forget_idle(tx: Transaction) -> tuple[int, int]:
     """Forget idle Cloud memories and purge old tombstones, without rescoring: (forgotten, purged).
 
     Zones are as the last reorbit left them, so this is the cheap pass a daily schedule runs.
     """
-    return _forget(conn, dialect, namespace, s, now, agent, hlc), _purge(
-        conn, dialect, namespace, s, now, agent, hlc
-    )
+    forgotten, purged = _forget(tx), _purge(tx)
+    tx.reshaped = tx.reshaped or forgotten > 0
+    return forgotten, purged
 
 
 def _temporary(conn: sa.Connection, name: str, *columns: sa.Column[Any]) -> sa.Table:
@@ -146,15 +127,15 @@ def _rezone(conn: sa.Connection, orbit: sa.Table, policy: ZonePolicy) -> tuple[i
     return int(moves[0] or 0), int(moves[1] or 0)
 
 
-def _forget(
-    conn: sa.Connection,
-    dialect: Dialect,
-    namespace: str,
-    s: Settings,
-    now: float,
-    agent: str,
-    hlc: ChangeStamp,
-) -> int:
+def _forget(tx: Transaction) -> int:
+    conn, dialect, namespace, s, now, agent = (
+        tx.conn,
+        tx.dialect,
+        tx.namespace,
+        tx.settings,
+        tx.now,
+        tx.principal.id,
+    )
     idle_limit = DAY * forget_after_days(m.importance, s)
     rows = conn.execute(
         memories.update()
@@ -169,7 +150,7 @@ def _forget(
     ).all()
     if not rows:
         return 0
-    stamps = [(seq, mid, hlc(), bump(vc or {}, agent)) for seq, mid, vc, _, _ in rows]
+    stamps = [(seq, mid, tx.stamp(), bump(vc or {}, agent)) for seq, mid, vc, _, _ in rows]
     conn.execute(
         memories.update()
         .where(m.seq == sa.bindparam("b_seq"))
@@ -179,37 +160,25 @@ def _forget(
     dialect.text_index_drop(conn, namespace, [r[0] for r in rows])
     # Their words must also leave the thread context of their neighbours.
     places = [(t, p) for *_, t, p in rows if t is not None and p is not None]
-    around = lexical.neighbours(conn, namespace, places, s.thread_context_window)
-    lexical.reindex(conn, dialect, namespace, around, s.thread_context_window)
-    outbox.record(
-        conn,
-        dialect,
-        [
-            {
-                "namespace": namespace,
-                "memory_id": mid,
-                "op": "forget",
-                "agent": agent,
-                "hlc": h,
-                "vector_clock": vc,
-                "payload": {"reason": "idle"},
-                "created_at": now,
-            }
-            for _, mid, h, vc in stamps
-        ],
-    )
+    around = fulltext.neighbours(conn, namespace, places, s.thread_context_window)
+    fulltext.reindex(conn, dialect, namespace, around, s.thread_context_window)
+    idle = {"reason": "idle"}
+    events = [
+        changelog.event((namespace, mid), Op.FORGET, agent, h, now, idle, vc) for _, mid, h, vc in stamps
+    ]
+    changelog.record(conn, dialect, events)
     return len(rows)
 
 
-def _purge(
-    conn: sa.Connection,
-    dialect: Dialect,
-    namespace: str,
-    s: Settings,
-    now: float,
-    agent: str,
-    hlc: ChangeStamp,
-) -> int:
+def _purge(tx: Transaction) -> int:
+    conn, dialect, namespace, s, now, agent = (
+        tx.conn,
+        tx.dialect,
+        tx.namespace,
+        tx.settings,
+        tx.now,
+        tx.principal.id,
+    )
     rows = conn.execute(
         memories.delete()
         .where(
@@ -223,21 +192,7 @@ def _purge(
     for i in range(0, len(ids), 900):
         chunk = ids[i : i + 900]
         conn.execute(links.delete().where(sa.or_(links.c.source_id.in_(chunk), links.c.target_id.in_(chunk))))
-    outbox.record(
-        conn,
-        dialect,
-        [
-            {
-                "namespace": namespace,
-                "memory_id": mid,
-                "op": "purge",
-                "agent": agent,
-                "hlc": hlc(),
-                "vector_clock": bump(vc or {}, agent),
-                "payload": {},
-                "created_at": now,
-            }
-            for mid, vc in rows
-        ],
-    )
+    events = [changelog.event((namespace, mid), Op.PURGE, agent, tx.stamp(), now, {}, bump(vc or {}, agent))
+              for mid, vc in rows]  # fmt: skip
+    changelog.record(conn, dialect, events)
     return len(rows)

@@ -144,18 +144,34 @@ class Link:
     created_at: float
 
 
+class Op(enum.StrEnum):
+    """What a change did to a memory."""
+
+    STORE = "store"
+    IMPORT = "import"
+    UPDATE = "update"
+    FORGET = "forget"
+    LINK = "link"  # the memory gained (or re-weighted) an outgoing link; payload: the link
+    PURGE = "purge"  # a tombstone's row was deleted for good
+
+
 @dataclass(frozen=True)
 class ChangeEvent:
-    """One entry of the change log: who changed which memory how, in the order it happened."""
+    """One entry of the change log: who changed which memory how, in the order it happened.
 
-    seq: int  # position in this database's log; a later change has a larger seq
+    ``seq`` is its place in this database's log (a later change has a larger seq; 0 for an
+    event not written yet). ``payload``: the stored memory for store and import, the fields
+    that changed for update, the link for link, why for forget."""
+
+    seq: int
     namespace: str
     memory_id: str
-    op: str  # "store", "import", "update", "forget", "link", "purge"
+    op: Op
     agent: str
     hlc: str
     created_at: float
     payload: dict[str, Any] = field(default_factory=dict)
+    vector_clock: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

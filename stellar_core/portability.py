@@ -1,59 +1,47 @@
 """JSON export and import of a namespace: memories (every field but the vector) and links.
 
 Import keeps ids, times, zones and statistics, re-embeds content (identical content is
-embedded once), skips ids that exist already, and writes change events like any store.
+embedded once), skips ids that exist already, and writes change events like any store, all
+in one transaction.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
 
-import sqlalchemy as sa
-
+from stellar_core import reads
+from stellar_core import validation as check
+from stellar_core.engine import Engine
 from stellar_core.errors import ValidationError
 from stellar_core.models import ImportReport, Link, Memory, Principal
-from stellar_core.store.records import fetch, live
-from stellar_core.store.schema import links
-from stellar_core.validation import shown
-
-if TYPE_CHECKING:
-    from stellar_core.memory import StellarMemory
 
 FORMAT = "stellar-memory-export"
 VERSION = 1
 
 
-def export_namespace(mem: StellarMemory, namespace: str) -> dict[str, Any]:
+def export_namespace(
+    engine: Engine, namespace: str | None, principal: str | Principal | None
+) -> dict[str, Any]:
     """Every live memory and link of a namespace as a JSON-ready document."""
-    with mem.db.read() as conn:
-        found = fetch(conn, live(namespace))
-        rows = conn.execute(
-            sa.select(
-                links.c.source_id,
-                links.c.target_id,
-                links.c.kind,
-                links.c.weight,
-                links.c.created_at,
-            )
-            .where(links.c.namespace == namespace)
-            .order_by(links.c.created_at, links.c.source_id, links.c.target_id)
-        ).all()
-    ids = {x.id for x in found.values()}
+    with engine.reading("export", namespace, principal) as r:
+        found, edges = reads.everything(r.conn, r.namespace)
     return {
         "format": FORMAT,
         "version": VERSION,
-        "namespace": namespace,
-        "memories": [x.to_dict() for _, x in sorted(found.items())],
-        "links": [vars(Link(*r)) for r in rows if r[0] in ids and r[1] in ids],
+        "namespace": r.namespace,
+        "memories": [x.to_dict() for x in found],
+        "links": [vars(e) for e in edges],
     }
 
 
 def parse(document: Any) -> tuple[list[Memory], list[Link]]:
-    """Check an export document and read its memories and links."""
+    """Check an export document's envelope and read its memories and links."""
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise ValidationError(f"not a Stellar Memory export (expected format {FORMAT!r})")
     if document.get("version") != VERSION:
-        raise ValidationError(f"export version {shown(document.get('version'))} is not supported")
+        raise ValidationError(f"export version {check.shown(document.get('version'))} is not supported")
     try:
         memories = [Memory.from_dict(d) for d in document["memories"]]
         edges = [Link(**d) for d in document.get("links", [])]
@@ -62,7 +50,28 @@ def parse(document: Any) -> tuple[list[Memory], list[Link]]:
     return memories, edges
 
 
-def import_namespace(mem: StellarMemory, document: Any, namespace: str, who: Principal) -> ImportReport:
-    """Load an export document into ``namespace`` in one transaction, checked whole first."""
-    memories, edges = parse(document)
-    return mem.restore(memories, edges, namespace=namespace, principal=who)
+def import_namespace(
+    engine: Engine, document: Any, namespace: str | None, principal: str | Principal | None
+) -> ImportReport:
+    """Load an export document into ``namespace`` (default: the document's own) in one
+    transaction, checked whole first. Memories whose id exists already, or whose content
+    exists in the same thread, are skipped; so are links whose ends are not live."""
+    if namespace is None and isinstance(document, Mapping):
+        namespace = document.get("namespace")
+    ns, _ = engine.scope(namespace, principal)
+    given, links = parse(document)
+    limit = engine.settings.max_content_chars
+    for x in given:
+        check.record(x, limit)
+    for e in links:
+        check.link_record(e)
+    # The hash is the content's, whatever the document says (dedup relies on it); a memory
+    # without a clock stamp gets one now.
+    wanted = [
+        replace(x, namespace=ns, content_hash=check.content_hash(x.content), hlc=x.hlc or engine.stamp())
+        for x in given
+    ]
+    vectors = engine.vectors_for(ns, [check.draft({"content": x.content}, limit) for x in wanted])
+    with engine.writing("import", ns, principal) as tx:
+        added, links_added = tx.restore(list(zip(wanted, vectors, strict=True)), links)
+    return ImportReport(ns, added, len(wanted) - added, links_added)

@@ -8,8 +8,8 @@ memory), with metadata ``summary_of``, ``source_hash`` (of the summarised text) 
 ``summarizer``, the highest importance of its sources, no thread, and a ``derived_from`` link
 to each source memory. Running ``summarise`` again
 - writes nothing for a source whose text has the hash its summary records;
-- stores a new summary for a changed source, then forgets the old one (in that order: a failure
-  in between leaves both, and the next run forgets the extra one);
+- stores a new summary for a changed source and forgets the old one, in one transaction (a
+  crash leaves the old summary or the new one);
 - forgets summaries whose sources are gone, or changed and now too short to summarise.
 A source the summariser fails on is reported and keeps whatever summary it had.
 """
@@ -19,16 +19,17 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 
 from stellar_core import validation as check
+from stellar_core.engine import Engine
 from stellar_core.errors import NotFoundError, SummarizerError
-from stellar_core.memory import StellarMemory
 from stellar_core.store.records import live, m
 from stellar_core.store.schema import links, memories
-from stellar_core.summarize import LlmSummarizer, Summarizer, shorten, summarizer_for
+from stellar_core.summarizers import LlmSummarizer, Summarizer, shorten, summarizer_for
+from stellar_core.writes import Transaction
 
 DOCUMENT_TYPES = frozenset({"file", "web", "api"})
 SUMMARY_TYPE = "summary"
@@ -37,6 +38,9 @@ MEMORY_KEY = "memory:"  # key prefix of a single memory's summary: memory:<id>
 _BATCH = 200  # sources read, summarised and stored together (one embedding batch)
 
 T = TypeVar("T")
+
+if TYPE_CHECKING:
+    from stellar_core.memory import StellarMemory
 
 
 @dataclass(frozen=True)
@@ -78,16 +82,16 @@ def summarise(
     ``summary_min_chars``, ``max_chars`` (the longest summary) to ``summary_max_chars``.
     """
     s = mem.settings
-    ns = mem.namespace_for(namespace)
+    ns, _ = mem.engine.scope(namespace, None)
     least = s.summary_min_chars if min_chars is None else check.int_in_range(min_chars, "min_chars", 10**9)
     limit = s.max_content_chars
     most = s.summary_max_chars if max_chars is None else check.int_in_range(max_chars, "max_chars", limit)
-    engine = summarizer or summarizer_for(s)
+    chosen = summarizer or summarizer_for(s)
     try:
-        return _Run(mem, ns, engine, least, most).run()
+        return _Run(mem.engine, ns, chosen, least, most).run()
     finally:
-        if summarizer is None and isinstance(engine, LlmSummarizer):
-            engine.close()
+        if summarizer is None and isinstance(chosen, LlmSummarizer):
+            chosen.close()
 
 
 @dataclass
@@ -116,9 +120,9 @@ class _Source:
 
 @dataclass
 class _Run:
-    mem: StellarMemory
+    engine: Engine
     ns: str
-    engine: Summarizer
+    summarizer: Summarizer
     min_chars: int
     max_chars: int
     documents: int = 0
@@ -132,10 +136,10 @@ class _Run:
     def run(self) -> SummaryResult:
         # A text that fits in a summary is its own summary (and would be stored as itself).
         floor = max(self.min_chars, self.max_chars + 1)
-        with self.mem.db.read() as conn:
-            self.summaries = _summaries(conn, self.ns)
-            doc_keys = _long_documents(conn, self.ns, floor)
-            singles = _long_memories(conn, self.ns, floor)
+        with self.engine.reading("summarise", self.ns) as r:
+            self.summaries = _summaries(r.conn, self.ns)
+            doc_keys = _long_documents(r.conn, self.ns, floor)
+            singles = _long_memories(r.conn, self.ns, floor)
         self.documents, self.memories = len(doc_keys), len(singles)
         for keys in _batches(doc_keys):
             self._settle(self._documents(keys))
@@ -155,8 +159,8 @@ class _Run:
             .order_by(m.source_url, sa.func.coalesce(m.source_chunk, 0), m.seq)
         )
         chunks: dict[str, list[tuple[str, str, float]]] = {}  # key: (id, content, importance)
-        with self.mem.db.read() as conn:
-            for memory_id, key, content, importance in conn.execute(q).tuples():
+        with self.engine.reading("summarise", self.ns) as r:
+            for memory_id, key, content, importance in r.conn.execute(q).tuples():
                 chunks.setdefault(key, []).append((memory_id, content, importance))
         return [
             _Source(
@@ -180,8 +184,8 @@ class _Run:
         if not todo:
             return []
         q = sa.select(m.id, m.content).where(live(self.ns), m.id.in_(list(todo)))
-        with self.mem.db.read() as conn:
-            texts = dict(conn.execute(q).tuples().all())
+        with self.engine.reading("summarise", self.ns) as r:
+            texts = dict(r.conn.execute(q).tuples().all())
         return [_Source(MEMORY_KEY + i, texts[i], (i,), todo[i]) for i in todo if i in texts]
 
     # --- writing summaries -------------------------------------------------------------------
@@ -193,70 +197,75 @@ class _Run:
                 self._keep(src.key, src.digest, src.ids)
                 continue
             try:
-                text = shorten(self.engine.summarize(src.text, self.max_chars), self.max_chars)
+                text = shorten(self.summarizer.summarize(src.text, self.max_chars), self.max_chars)
             except SummarizerError as exc:
                 self._fail(src.key, str(exc))
                 continue
             if not text:
-                self._fail(src.key, f"{self.engine.name} returned an empty summary")
+                self._fail(src.key, f"{self.summarizer.name} returned an empty summary")
                 continue
             fresh.append((src, text))
         if not fresh:
             return
-        now = self.mem.clock.now()
-        items = [
-            {
-                "content": text,
-                "importance": src.importance,
-                "metadata": self._metadata(src),
-                "source": {"type": SUMMARY_TYPE, "url": src.key, "ingested_at": now},
-            }
+        now = self.engine.clock.now()
+        limit = self.engine.settings.max_content_chars
+        drafts = [
+            check.draft(
+                {"content": text, "importance": src.importance, "metadata": self._metadata(src),
+                 "source": {"type": SUMMARY_TYPE, "url": src.key, "ingested_at": now}},
+                limit,
+            )
             for src, text in fresh
-        ]
-        stored = self.mem.store_many(items, namespace=self.ns)
-        for (src, _), summary in zip(fresh, stored, strict=True):
-            old = self.summaries.pop(src.key, [])
-            wanted = self._metadata(src)
-            same = next((x for x in old if x.id == summary.id), None)
-            if same is not None:  # the same wording as before (the change was elsewhere)
-                self.mem.update(summary.id, metadata=wanted, importance=src.importance, namespace=self.ns)
-                linked = same.linked
-            elif summary.metadata != wanted:
-                # store() deduplicates by content: an identical memory exists, such as the summary
-                # of another copy of this document. Better no summary than one shared by two.
-                self.failed.append((src.key, f"its summary would repeat memory {summary.id}"))
-                continue
-            else:
-                linked = set()
-            self._link(summary.id, src.ids, linked)
-            self._forget(x for x in old if x is not same)
-            self.created += 1
+        ]  # fmt: skip
+        vectors = self.engine.vectors_for(self.ns, drafts)
+        with self.engine.writing("summarise", self.ns) as tx:  # new summaries in, old ones out, at once
+            stored = tx.store(drafts, vectors)
+            for (src, _), summary in zip(fresh, stored, strict=True):
+                old = self.summaries.pop(src.key, [])
+                wanted = self._metadata(src)
+                same = next((x for x in old if x.id == summary.id), None)
+                if same is not None:  # the same wording as before (the change was elsewhere)
+                    tx.update(summary.id, {"meta": check.metadata(wanted), "importance": src.importance})
+                    linked = same.linked
+                elif summary.metadata != wanted:
+                    # store() deduplicates by content: an identical memory exists, such as the summary
+                    # of another copy of this document. Better no summary than one shared by two.
+                    self.failed.append((src.key, f"its summary would repeat memory {summary.id}"))
+                    continue
+                else:
+                    linked = set()
+                self._link(tx, summary.id, src.ids, linked)
+                self._forget(tx, (x for x in old if x is not same))
+                self.created += 1
 
     def _fail(self, key: str, reason: str) -> None:
         self.summaries.pop(key, None)  # its old summary, if any, stays as it is
         self.failed.append((key, reason))
 
     def _metadata(self, src: _Source) -> dict[str, Any]:
-        return {"summary_of": src.key, "source_hash": src.digest, "summarizer": self.engine.name}
+        return {"summary_of": src.key, "source_hash": src.digest, "summarizer": self.summarizer.name}
 
     def _keep(self, key: str, digest: str, ids: Sequence[str]) -> None:
         """The source has a current summary: heal its links, forget any extra ones."""
         old = self.summaries.pop(key, [])
         current = next(x for x in old if x.source_hash == digest)
-        self._link(current.id, ids, current.linked)
-        self._forget(x for x in old if x is not current)
+        extra = [x for x in old if x is not current]
+        if extra or set(ids) - current.linked:
+            with self.engine.writing("summarise", self.ns) as tx:
+                self._link(tx, current.id, ids, current.linked)
+                self._forget(tx, extra)
         self.unchanged += 1
 
-    def _link(self, summary_id: str, ids: Sequence[str], linked: set[str]) -> None:
+    def _link(self, tx: Transaction, summary_id: str, ids: Sequence[str], linked: set[str]) -> None:
         for source_id in ids:
             if source_id not in linked:
                 with contextlib.suppress(NotFoundError):  # forgotten meanwhile: the next run settles it
-                    self.mem.link(summary_id, source_id, kind=DERIVED_FROM, namespace=self.ns)
+                    tx.link(summary_id, source_id, DERIVED_FROM, 1.0)
 
-    def _forget(self, old: Iterable[_Summary]) -> None:
+    def _forget(self, tx: Transaction, old: Iterable[_Summary]) -> None:
         for x in old:
             try:
-                self.mem.forget(x.id, namespace=self.ns)
+                tx.forget(x.id)
             except NotFoundError:  # another run forgot it first
                 continue
             self.replaced += 1
@@ -272,13 +281,17 @@ class _Run:
         ids = [k.removeprefix(MEMORY_KEY) for k in keys if k.startswith(MEMORY_KEY)]
         for batch_ids in _batches(ids):
             q = sa.select(m.id, m.content_hash).where(live(self.ns), _single(), m.id.in_(batch_ids))
-            with self.mem.db.read() as conn:
-                current.update((MEMORY_KEY + i, h) for i, h in conn.execute(q).tuples())
+            with self.engine.reading("summarise", self.ns) as r:
+                current.update((MEMORY_KEY + i, h) for i, h in r.conn.execute(q).tuples())
+        stale: list[_Summary] = []
         for key in keys:
             digest = current.get(key)  # None: every source is gone
             old = self.summaries.pop(key)
             keep = next((x for x in old if digest is not None and x.source_hash == digest), None)
-            self._forget(x for x in old if x is not keep)
+            stale.extend(x for x in old if x is not keep)
+        if stale:
+            with self.engine.writing("summarise", self.ns) as tx:
+                self._forget(tx, stale)
 
 
 def _summaries(conn: sa.Connection, ns: str) -> dict[str, list[_Summary]]:

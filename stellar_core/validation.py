@@ -290,6 +290,23 @@ def draft(item: Any, limit: int) -> Draft:
     )
 
 
+def changes(
+    limit: int, content_: Any = None, importance_: Any = None, pinned: Any = None, metadata_: Any = None
+) -> dict[str, Any]:
+    """``update``'s new values by column, checked; those given as None stay as they are."""
+    out: dict[str, Any] = {}
+    if content_ is not None:
+        out["content"] = content(content_, limit)
+        out["content_hash"] = content_hash(content_)
+    if importance_ is not None:
+        out["importance"] = importance(importance_)
+    if pinned is not None:
+        out["pinned"] = flag(pinned, "pinned")
+    if metadata_ is not None:
+        out["meta"] = metadata(metadata_)
+    return out
+
+
 def items(value: Any) -> list[Any]:
     """A batch for store_many: an iterable of texts or mappings (not a single one)."""
     if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):

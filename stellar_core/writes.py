@@ -1,5 +1,8 @@
-"""The write path inside the caller's transaction: new, updated, forgotten and restored memories
-with their tags, vectors, full-text rows and change events."""
+"""The write path: a ``Transaction`` is one unit of work in one namespace, inside a database
+transaction the engine opened. Whatever it writes (memories with their tags, vectors,
+full-text rows and change events, links, settings) commits together or not at all, and it
+keeps the ids it touched so that the engine can drop them from the cache after the commit.
+"""
 
 from __future__ import annotations
 
@@ -12,17 +15,15 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
-from stellar_core import graph
-from stellar_core.errors import NotFoundError, ValidationError
-from stellar_core.models import Link, Memory, Principal
+from stellar_core.clock import bump
+from stellar_core.errors import ValidationError
+from stellar_core.models import ChangeEvent, Link, Memory, Op, Principal
 from stellar_core.scoring import ZonePolicy, memory_score
-from stellar_core.search import lexical
 from stellar_core.settings import Settings
+from stellar_core.store import changelog, edges, fulltext
 from stellar_core.store.dialect import Dialect, in_json_list, json_texts
-from stellar_core.store.records import fetch, live, m, put_tags, to_row
-from stellar_core.store.schema import memories, memory_tags, memory_vectors
-from stellar_core.sync import outbox
-from stellar_core.sync.clock import bump
+from stellar_core.store.records import fetch, live, live_memory, m, put_tags, to_row
+from stellar_core.store.schema import memories, memory_tags, memory_vectors, meta, namespace_config
 from stellar_core.validation import Draft
 
 
@@ -38,78 +39,190 @@ def new_id() -> str:
     return f"{value:032x}"
 
 
-def from_drafts(
-    conn: sa.Connection,
-    ns: str,
-    who: Principal,
-    drafts: Sequence[Draft],
-    policy: ZonePolicy,
-    s: Settings,
-    now: float,
-    stamp: Callable[[], str],
-) -> tuple[list[Memory], list[int]]:
-    """The memory for each draft, and the indexes of the drafts that are new.
+class Transaction:
+    """One unit of work in one namespace, as one principal, at one time (``now``)."""
 
-    A draft whose (thread, content) exists already in the namespace, or earlier in the batch,
-    gets that memory (exact dedup). New ones without a position follow their thread's last one.
-    """
-    hashes = json_texts({d.content_hash for d in drafts})  # live(ns) + hash: the dedup index
-    found = fetch(conn, live(ns) & in_json_list(m.content_hash, "hashes", texts=True), {"hashes": hashes})
-    by_key = {(x.thread, x.content_hash): x for x in found.values()}
-    next_pos = _next_positions(conn, ns, {d.thread for d in drafts if d.thread is not None})
-    out: list[Memory] = []
-    new: list[int] = []
-    for i, d in enumerate(drafts):
-        key = (d.thread, d.content_hash)
-        if key not in by_key:
-            pos = d.position
-            if d.thread is not None:
-                pos = next_pos[d.thread] if pos is None else pos
-                next_pos[d.thread] = max(next_pos[d.thread], pos + 1)
-            score = memory_score(0, 0.0, d.importance, s)
-            by_key[key] = Memory(
-                id=new_id(), namespace=ns, content=d.content, content_hash=d.content_hash,
-                importance=d.importance, pinned=d.pinned, recall_count=0, created_at=now,
-                updated_at=now, last_recalled_at=None, last_access_at=now,
-                zone=policy.zone_for(score), score=score, tags=d.tags, metadata=d.metadata,
-                source=d.source, thread=d.thread, position=pos, origin_agent=who.id,
-                hlc=stamp(), vector_clock={who.id: 1},
-            )  # fmt: skip
-            new.append(i)
-        out.append(by_key[key])
-    return out, new
+    def __init__(
+        self,
+        conn: sa.Connection,
+        dialect: Dialect,
+        namespace: str,
+        principal: Principal,
+        now: float,
+        stamp: Callable[[], str],
+        settings: Settings,
+        policy: Callable[[sa.Connection, str], ZonePolicy],
+    ) -> None:
+        self.conn, self.dialect, self.namespace, self.principal = conn, dialect, namespace, principal
+        self.now, self.stamp, self.settings, self._policy = now, stamp, settings, policy
+        self.window = settings.thread_context_window
+        self.touched: set[str] = set()  # memory ids whose cached copies are out of date
+        self.reshaped = False  # the whole namespace changed (reorbit): drop all of it
+        self.added = 0  # memories inserted (the planner's statistics follow the growth)
 
+    # --- memories ------------------------------------------------------------------------
+    def store(self, drafts: Sequence[Draft], vectors: np.ndarray, op: Op = Op.STORE) -> list[Memory]:
+        """The memory for each draft: a new one, or the one whose content its thread holds
+        already (exact dedup, also within the batch). New ones without a position follow
+        their thread's last one."""
+        ns, conn = self.namespace, self.conn
+        hashes = json_texts({d.content_hash for d in drafts})  # live(ns) + hash: the dedup index
+        found = fetch(conn, live(ns) & in_json_list(m.content_hash, "hashes", texts=True), {"hashes": hashes})
+        by_key = {(x.thread, x.content_hash): x for x in found.values()}
+        next_pos = _next_positions(conn, ns, {d.thread for d in drafts if d.thread is not None})
+        policy, who = self._policy(conn, ns), self.principal.id
+        out: list[Memory] = []
+        new: list[tuple[Memory, np.ndarray]] = []
+        for d, vector in zip(drafts, vectors, strict=True):
+            key = (d.thread, d.content_hash)
+            if key not in by_key:
+                pos = d.position
+                if d.thread is not None:
+                    pos = next_pos[d.thread] if pos is None else pos
+                    next_pos[d.thread] = max(next_pos[d.thread], pos + 1)
+                score = memory_score(0, 0.0, d.importance, self.settings)
+                by_key[key] = Memory(
+                    id=new_id(), namespace=ns, content=d.content, content_hash=d.content_hash,
+                    importance=d.importance, pinned=d.pinned, recall_count=0, created_at=self.now,
+                    updated_at=self.now, last_recalled_at=None, last_access_at=self.now,
+                    zone=policy.zone_for(score), score=score, tags=d.tags, metadata=d.metadata,
+                    source=d.source, thread=d.thread, position=pos, origin_agent=who,
+                    hlc=self.stamp(), vector_clock={who: 1},
+                )  # fmt: skip
+                new.append((by_key[key], vector))
+            out.append(by_key[key])
+        self._insert(new, op)
+        return out
 
-def insert(
-    conn: sa.Connection,
-    dialect: Dialect,
-    who: Principal,
-    rows: Sequence[tuple[Memory, np.ndarray]],
-    op: str,
-    now: float,
-    window: int,
-) -> None:
-    """Insert memories (all of one namespace) with tags, change events and full-text rows."""
-    if not rows:
-        return
-    seqs = dialect.insert_keyed(conn, memories, [to_row(x) for x, _ in rows])
-    dialect.insert_many(
-        conn,
-        memory_vectors,
-        [{"seq": seq, "embedding": vec} for seq, (_, vec) in zip(seqs, rows, strict=True)],
-    )
-    put_tags(conn, dialect, ((seq, t) for (x, _), seq in zip(rows, seqs, strict=True) for t in x.tags))
-    outbox.record(
-        conn,
-        dialect,
-        [
-            {"namespace": x.namespace, "memory_id": x.id, "op": op, "agent": who.id,
-             "hlc": x.hlc, "vector_clock": x.vector_clock, "payload": x.to_dict(),
-             "created_at": now}
-            for x, _ in rows
-        ],
-    )  # fmt: skip
-    lexical.reindex(conn, dialect, rows[0][0].namespace, seqs, window)
+    def update(
+        self,
+        memory_id: str,
+        values: dict[str, Any],
+        tags: Sequence[str] | None = None,
+        vector: np.ndarray | None = None,
+    ) -> Memory:
+        """Write checked new column ``values`` (and tags, and a new content's vector)."""
+        conn, ns = self.conn, self.namespace
+        seq, current = live_memory(conn, ns, memory_id, lock=True)
+        vc = bump(current.vector_clock, self.principal.id)
+        values = {**values, "updated_at": self.now, "last_access_at": self.now, "hlc": self.stamp(),
+                  "vector_clock": vc}  # fmt: skip
+        try:
+            conn.execute(memories.update().where(m.seq == seq).values(**values))
+        except sa.exc.IntegrityError as exc:
+            raise ValidationError("an identical memory already exists in this thread") from exc
+        if tags is not None:
+            conn.execute(memory_tags.delete().where(memory_tags.c.memory_seq == seq))
+            put_tags(conn, self.dialect, ((seq, t) for t in tags))
+        if vector is not None:
+            conn.execute(memory_vectors.update().where(memory_vectors.c.seq == seq).values(embedding=vector))
+            fulltext.reindex(conn, self.dialect, ns, [seq], self.window)
+        updated = fetch(conn, m.seq == seq)[seq]
+        # Column names to Memory fields ("meta" is the column of ``metadata``).
+        changed = {"metadata" if k == "meta" else k for k in values} - {"updated_at", "last_access_at"}
+        changed.add("tags")
+        payload = {k: v for k, v in updated.to_dict().items() if k in changed}
+        self._log(changelog.event(updated, Op.UPDATE, self.principal.id, updated.hlc, self.now, payload))
+        self.touched.add(memory_id)
+        return updated
+
+    def forget(self, memory_id: str) -> Memory:
+        """Make a memory a tombstone and take its words out of the full-text index, its own and
+        its thread neighbours' context."""
+        conn, ns = self.conn, self.namespace
+        seq, current = live_memory(conn, ns, memory_id, lock=True)
+        vc, hlc = bump(current.vector_clock, self.principal.id), self.stamp()
+        conn.execute(
+            memories.update().where(m.seq == seq).values(deleted_at=self.now, hlc=hlc, vector_clock=vc)
+        )
+        self.dialect.text_index_drop(conn, ns, [seq])
+        th, pos = current.thread, current.position
+        place = [(th, pos)] if th is not None and pos is not None else []
+        fulltext.reindex(
+            conn, self.dialect, ns, fulltext.neighbours(conn, ns, place, self.window), self.window
+        )
+        reason = {"reason": "requested"}
+        self._log(changelog.event(current, Op.FORGET, self.principal.id, hlc, self.now, reason, vc))
+        self.touched.add(memory_id)
+        return replace(current, deleted_at=self.now, hlc=hlc, vector_clock=vc)
+
+    def link(self, source_id: str, target_id: str, kind: str, weight: float) -> Link:
+        """A directed, typed, weighted edge; linking a pair again with that kind sets the weight."""
+        if source_id == target_id:
+            raise ValidationError("a memory cannot link to itself")
+        # Both ends locked, in id order: two links the other way round cannot deadlock.
+        ends = {
+            x: live_memory(self.conn, self.namespace, x, lock=True)[1] for x in sorted({source_id, target_id})
+        }
+        link = edges.put(
+            self.conn, self.dialect, self.namespace, Link(source_id, target_id, kind, weight, self.now)
+        )
+        payload = {"target_id": target_id, "kind": kind, "weight": weight}
+        self._log(
+            changelog.event(ends[source_id], Op.LINK, self.principal.id, self.stamp(), self.now, payload)
+        )
+        return link
+
+    def restore(self, rows: Sequence[tuple[Memory, np.ndarray]], links: Sequence[Link]) -> tuple[int, int]:
+        """Insert complete memories as they are, and links between live ones; how many of
+        each were added. A memory whose id is taken or whose content its thread holds is
+        skipped, as is a tombstone."""
+        conn, ns = self.conn, self.namespace
+        taken = set(conn.execute(sa.select(m.id).where(m.id.in_({x.id for x, _ in rows}))).scalars())
+        hashes = {x.content_hash for x, _ in rows}
+        query = sa.select(m.thread, m.content_hash).where(live(ns), m.content_hash.in_(hashes))
+        keys = set(conn.execute(query).tuples())
+        new = []
+        for x, vec in rows:
+            if x.id in taken or (x.thread, x.content_hash) in keys or x.forgotten:
+                continue
+            taken.add(x.id)
+            keys.add((x.thread, x.content_hash))
+            new.append((x, vec))
+        self._insert(new, Op.IMPORT)
+        added = edges.put_new(conn, self.dialect, ns, links)
+        who = self.principal.id
+        self._log(
+            *(changelog.event((ns, e.source_id), Op.LINK, who, self.stamp(), self.now,
+                              {"target_id": e.target_id, "kind": e.kind, "weight": e.weight})
+              for e in added)
+        )  # fmt: skip
+        return len(new), len(added)
+
+    # --- the namespace and the database ----------------------------------------------------
+    def lock(self, exclusive: bool) -> None:
+        """Until the commit, hold the namespace against whole-namespace passes (``exclusive``:
+        be one, such as a reorbit); see ``Dialect.lock_namespaces``."""
+        self.dialect.lock_namespaces(self.conn, [self.namespace], exclusive=exclusive)
+
+    def configure(self, config: dict[str, Any]) -> None:
+        """The namespace's own zone thresholds and capacities."""
+        ins = self.dialect.insert(namespace_config).values(namespace=self.namespace, config=config)
+        self.conn.execute(ins.on_conflict_do_update(index_elements=["namespace"], set_={"config": config}))
+
+    def put_meta(self, key: str, value: str) -> None:
+        """A key-value record of the database's own (a connector's polling state, say)."""
+        ins = self.dialect.insert(meta).values(key=key, value=value)
+        self.conn.execute(
+            ins.on_conflict_do_update(index_elements=[meta.c.key], set_={"value": ins.excluded.value})
+        )
+
+    # --- internals -------------------------------------------------------------------------
+    def _insert(self, rows: Sequence[tuple[Memory, np.ndarray]], op: Op) -> None:
+        """Memories with their vectors, tags, change events and full-text rows."""
+        if not rows:
+            return
+        conn, dialect = self.conn, self.dialect
+        seqs = dialect.insert_keyed(conn, memories, [to_row(x) for x, _ in rows])
+        vectors = [{"seq": seq, "embedding": vec} for seq, (_, vec) in zip(seqs, rows, strict=True)]
+        dialect.insert_many(conn, memory_vectors, vectors)
+        put_tags(conn, dialect, ((seq, t) for (x, _), seq in zip(rows, seqs, strict=True) for t in x.tags))
+        self._log(*(changelog.event(x, op, self.principal.id, x.hlc, self.now, x.to_dict()) for x, _ in rows))
+        fulltext.reindex(conn, dialect, self.namespace, seqs, self.window)
+        self.added += len(rows)
+
+    def _log(self, *events: ChangeEvent) -> None:
+        changelog.record(self.conn, self.dialect, events)
 
 
 def _next_positions(conn: sa.Connection, ns: str, threads: set[str]) -> dict[str, int]:
@@ -123,121 +236,3 @@ def _next_positions(conn: sa.Connection, ns: str, threads: set[str]) -> dict[str
     )
     found = dict(conn.execute(q).tuples().all())
     return {t: (found[t] + 1 if found.get(t) is not None else 0) for t in threads}
-
-
-def live_memory(conn: sa.Connection, ns: str, memory_id: Any, lock: bool = False) -> tuple[int, Memory]:
-    """(seq, memory) of a live memory of the namespace; ``NotFoundError`` otherwise. ``lock``
-    before changing it: a concurrent writer waits, and sees a memory forgotten meanwhile as
-    gone (PostgreSQL re-checks the row it waited for), so no change is lost or lands on a
-    tombstone."""
-    if not isinstance(memory_id, str):
-        raise ValidationError(f"memory id must be a string, not {type(memory_id).__name__}")
-    found = fetch(conn, live(ns) & (m.id == memory_id), lock=lock)
-    if not found:
-        raise NotFoundError(f"no memory {memory_id!r} in namespace {ns!r}")
-    return next(iter(found.items()))
-
-
-def event(
-    x: Memory, op: str, who: Principal, stamp: str, vc: dict[str, int], payload: dict[str, Any], now: float
-) -> dict[str, Any]:
-    """A change-log row about memory ``x``."""
-    return {
-        "namespace": x.namespace, "memory_id": x.id, "op": op, "agent": who.id, "hlc": stamp,
-        "vector_clock": vc, "payload": payload, "created_at": now,
-    }  # fmt: skip
-
-
-def update(
-    conn: sa.Connection,
-    dialect: Dialect,
-    ns: str,
-    who: Principal,
-    memory_id: str,
-    values: dict[str, Any],
-    tags: Sequence[str] | None,
-    vector: np.ndarray | None,
-    stamp: Callable[[], str],
-    now: float,
-    window: int,
-) -> Memory:
-    """Write checked new column ``values`` (and tags, and a new content's vector) of a memory."""
-    seq, current = live_memory(conn, ns, memory_id, lock=True)
-    vc = bump(current.vector_clock, who.id)
-    values = {**values, "updated_at": now, "last_access_at": now, "hlc": stamp(), "vector_clock": vc}
-    try:
-        conn.execute(memories.update().where(m.seq == seq).values(**values))
-    except sa.exc.IntegrityError as exc:
-        raise ValidationError("an identical memory already exists in this thread") from exc
-    if tags is not None:
-        conn.execute(memory_tags.delete().where(memory_tags.c.memory_seq == seq))
-        put_tags(conn, dialect, ((seq, t) for t in tags))
-    if vector is not None:
-        conn.execute(memory_vectors.update().where(memory_vectors.c.seq == seq).values(embedding=vector))
-        lexical.reindex(conn, dialect, ns, [seq], window)
-    updated = fetch(conn, m.seq == seq)[seq]
-    # Column names to Memory fields ("meta" is the column of ``metadata``).
-    changed = {"metadata" if k == "meta" else k for k in values} - {"updated_at", "last_access_at"}
-    changed.add("tags")
-    payload = {k: v for k, v in updated.to_dict().items() if k in changed}
-    outbox.record(conn, dialect, [event(updated, "update", who, updated.hlc, vc, payload, now)])
-    return updated
-
-
-def forget(
-    conn: sa.Connection,
-    dialect: Dialect,
-    ns: str,
-    who: Principal,
-    memory_id: str,
-    stamp: Callable[[], str],
-    now: float,
-    window: int,
-) -> Memory:
-    """Make a memory a tombstone and take its words out of the full-text index, its own and
-    its thread neighbours' context."""
-    seq, current = live_memory(conn, ns, memory_id, lock=True)
-    vc, hlc = bump(current.vector_clock, who.id), stamp()
-    conn.execute(memories.update().where(m.seq == seq).values(deleted_at=now, hlc=hlc, vector_clock=vc))
-    dialect.text_index_drop(conn, ns, [seq])
-    th, pos = current.thread, current.position
-    place = [(th, pos)] if th is not None and pos is not None else []
-    lexical.reindex(conn, dialect, ns, lexical.neighbours(conn, ns, place, window), window)
-    outbox.record(conn, dialect, [event(current, "forget", who, hlc, vc, {"reason": "requested"}, now)])
-    return replace(current, deleted_at=now, hlc=hlc, vector_clock=vc)
-
-
-def restore(
-    conn: sa.Connection,
-    dialect: Dialect,
-    ns: str,
-    who: Principal,
-    rows: Sequence[tuple[Memory, np.ndarray]],
-    edges: Sequence[Link],
-    stamp: Callable[[], str],
-    now: float,
-    window: int,
-) -> tuple[int, int]:
-    """Insert complete memories as they are, and links between live ones; returns how many of
-    each were added. A memory whose id is taken or whose content its thread holds is skipped."""
-    taken = set(conn.execute(sa.select(m.id).where(m.id.in_({x.id for x, _ in rows}))).scalars())
-    hashes = {x.content_hash for x, _ in rows}
-    keys = set(
-        conn.execute(sa.select(m.thread, m.content_hash).where(live(ns), m.content_hash.in_(hashes))).tuples()
-    )
-    new = []
-    for x, vec in rows:
-        if x.id in taken or (x.thread, x.content_hash) in keys or x.forgotten:
-            continue
-        taken.add(x.id)
-        keys.add((x.thread, x.content_hash))
-        new.append((x, vec))
-    insert(conn, dialect, who, new, "import", now, window)
-    added = graph.put_new(conn, dialect, ns, edges)
-    outbox.record(conn, dialect, [
-        {"namespace": ns, "memory_id": e.source_id, "op": "link", "agent": who.id, "hlc": stamp(),
-         "vector_clock": {}, "created_at": now,
-         "payload": {"target_id": e.target_id, "kind": e.kind, "weight": e.weight}}
-        for e in added
-    ])  # fmt: skip
-    return len(new), len(added)

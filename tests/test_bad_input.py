@@ -64,7 +64,7 @@ def seeded_file(tmp_path_factory, embedder) -> Path:
 
 def snapshot(mem: StellarMemory) -> tuple[str, ...]:
     """Everything stored: both namespaces' exports and the row counts of every table we write."""
-    with mem.db.read() as conn:
+    with mem.engine.db.read() as conn:
         counts = [
             conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
             for t in (memories, links, changes)

@@ -32,7 +32,7 @@ def _reads(mem: StellarMemory) -> list[str]:
         if statement.startswith("SELECT") and whole:
             seen.append(statement)
 
-    sa.event.listen(mem.db.engine, "before_cursor_execute", _seen)
+    sa.event.listen(mem.engine.db.engine, "before_cursor_execute", _seen)
     return seen
 
 

@@ -39,7 +39,7 @@ def test_processes_share_a_namespace_without_losing_updates(open_memory, tmp_pat
     # these memories as decades idle.
     mem = open_memory(tmp_path / "shared.db", embedder=HashEmbedder(), clock=SystemClock())
     hot = {x.id for x in mem.store_many(HOT)}
-    url = str(mem.db.url.render_as_string(hide_password=False))
+    url = str(mem.engine.db.url.render_as_string(hide_password=False))
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(WORKERS) as pool:
         counts = pool.starmap(_work, [(url, w) for w in range(WORKERS)], chunksize=1)

@@ -33,7 +33,7 @@ pytestmark = pytest.mark.backends
 
 def state(mem: StellarMemory) -> tuple[str, int]:
     """Everything a refused call must leave as it was: every namespace's export, the change log."""
-    with mem.db.read() as conn:
+    with mem.engine.db.read() as conn:
         logged = int(conn.execute(sa.select(sa.func.count()).select_from(changes)).scalar_one())
     docs = [mem.export(namespace=ns) for ns in mem.namespaces()]
     return json.dumps(docs, sort_keys=True), logged
@@ -106,7 +106,7 @@ def test_an_export_of_either_database_imports_into_the_other(open_memory, tmp_pa
     """What one backend accepted, the other accepts: the validation layer is shared."""
     lite = open_memory(tmp_path / "lite.db")
     pg_url = postgres.create_database("crossing")
-    with StellarMemory(pg_url, embedder=lite.embedder.inner, background=False) as pg:
+    with StellarMemory(pg_url, embedder=lite.engine.embedder.inner, background=False) as pg:
         awkward = {
             "content": "Ünïcödé ✓ — 東京 \u2028 tabs\tand\nnewlines",
             "tags": ["emoji 🚀", "x" * 128],
@@ -142,7 +142,7 @@ def _update_many(url: str, agent: str, memory_id: str, n: int) -> int:
 def test_concurrent_updates_keep_every_vector_clock_increment(open_memory, tmp_path: Path) -> None:
     mem = open_memory(tmp_path / "shared.db", embedder=HashEmbedder(), clock=SystemClock(), agent="origin")
     target = mem.store("one memory every agent updates")
-    url = mem.db.url.render_as_string(hide_password=False)
+    url = mem.engine.db.url.render_as_string(hide_password=False)
     agents = [f"agent-{i}" for i in range(4)]
     with multiprocessing.get_context("spawn").Pool(len(agents)) as pool:
         pool.starmap(_update_many, [(url, a, target.id, UPDATES) for a in agents])
@@ -173,7 +173,7 @@ def _update_until_gone(url: str, agent: str, memory_id: str) -> int:
 
 def test_an_update_racing_a_forget_never_writes_to_the_tombstone(open_memory, tmp_path: Path) -> None:
     mem = open_memory(tmp_path / "race.db", embedder=HashEmbedder(), clock=SystemClock())
-    url = mem.db.url.render_as_string(hide_password=False)
+    url = mem.engine.db.url.render_as_string(hide_password=False)
     for trial in range(3):
         target = mem.store(f"contested memory {trial}")
         with multiprocessing.get_context("spawn").Pool(3) as pool:
@@ -188,7 +188,7 @@ def test_an_update_racing_a_forget_never_writes_to_the_tombstone(open_memory, tm
         ]
         forgot_at = [op for op, _ in ops].index("forget")
         assert all(op != "update" for op, _ in ops[forgot_at:]), ops  # nothing after the forget
-        with mem.db.read() as conn:
+        with mem.engine.db.read() as conn:
             row = conn.execute(
                 sa.text("SELECT content, deleted_at FROM memories WHERE id = :i"), {"i": target.id}
             ).one()
@@ -222,7 +222,7 @@ def test_no_stale_read_after_a_redis_outage_that_a_writer_did_not_outlive(
         x, y = reader.store("X, first version"), reader.store("Y, first version")
         assert reader.get(x.id).content == reader.get(x.id).content == "X, first version"  # cached
         reader.get(y.id)
-        url = reader.db.url.render_as_string(hide_password=False)
+        url = reader.engine.db.url.render_as_string(hide_password=False)
         assert redis._proc is not None
         os.kill(redis._proc.pid, signal.SIGSTOP)  # Redis stops answering; its keys stay
         try:

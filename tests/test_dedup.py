@@ -15,6 +15,7 @@ from stellar_core.dedup import components, consolidate, near_pairs
 from stellar_core.store.schema import changes
 from stellar_core.validation import content_hash
 from tests.fakes import HashEmbedder
+from tests.helpers import import_memories
 
 pytestmark = pytest.mark.backends
 
@@ -59,7 +60,7 @@ def copies(mem: StellarMemory, n: int, text: str = COPY, **kwargs) -> list[Memor
 
 def restored(mem: StellarMemory, specs: Sequence[dict], text: str = COPY, prefix: str = "r") -> list[Memory]:
     """Memories of identical text with chosen statistics, through ``restore``."""
-    now = mem.clock.now()
+    now = mem.engine.clock.now()
     out = []
     for i, spec in enumerate(specs):
         fields = {
@@ -84,7 +85,7 @@ def restored(mem: StellarMemory, specs: Sequence[dict], text: str = COPY, prefix
                 **fields,
             )
         )
-    assert mem.restore(out).imported == len(out)
+    assert import_memories(mem, out).imported == len(out)
     return out
 
 
@@ -125,7 +126,7 @@ def test_paraphrases_merge_into_one_survivor_that_keeps_their_history(mem) -> No
     assert history[plain.id]["metadata"] == {"by": 1}
     assert history[plain.id]["tags"] == ["ops"]
     assert history[plain.id]["created_at"] == plain.created_at
-    assert all(e["recall_count"] == 0 and e["merged_at"] == mem.clock.now() for e in history.values())
+    assert all(e["recall_count"] == 0 and e["merged_at"] == mem.engine.clock.now() for e in history.values())
     assert all(0.9 < e["similarity"] <= 1.0 for e in history.values())
     for gone in (plain, ours):
         assert not alive(mem, gone.id)
@@ -210,7 +211,7 @@ def test_history_is_written_once_persists_and_is_in_the_change_log(open_memory, 
     assert ids == [second.id, third.id, fourth.id]
 
     c = changes.c
-    with mem.db.read() as conn:
+    with mem.engine.db.read() as conn:
         ops = conn.execute(sa.select(c.memory_id, c.op).where(c.op.in_(["update", "forget"]))).all()
     assert sorted(ops) == sorted(
         [(first.id, "update"), (second.id, "forget"), (third.id, "forget"), (first.id, "update"),

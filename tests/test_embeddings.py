@@ -396,7 +396,7 @@ def test_memory_end_to_end_over_openai_api(server: EmbeddingsServer, open_memory
     )
     path = tmp_path / "openai.db"
     mem = open_memory(path, embedder=None, settings=settings)
-    assert mem.embedder.model == "test-bow"
+    assert mem.engine.embedder.model == "test-bow"
     vault, lunch, _ = mem.store_many(
         [
             "The deploy key lives in the vault",

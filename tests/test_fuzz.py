@@ -85,7 +85,7 @@ def calls(draw: st.DrawFn) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
 
 
 def snapshot(mem: StellarMemory) -> tuple[str, int]:
-    with mem.db.read() as conn:
+    with mem.engine.db.read() as conn:
         logged = int(conn.execute(sa.select(sa.func.count()).select_from(changes)).scalar_one())
     return json.dumps([mem.export(namespace=ns) for ns in mem.namespaces()], sort_keys=True), logged
 

@@ -30,7 +30,7 @@ def query(mem: StellarMemory, sql: str, *args: object) -> list[tuple]:
     """Plain SQL on the memory's own database (``?`` placeholders, either backend)."""
     names = iter(range(len(args)))
     sql = re.sub(r"\?", lambda _: f":p{next(names)}", sql)
-    with mem.db.read() as conn:
+    with mem.engine.db.read() as conn:
         return [tuple(r) for r in conn.execute(sa.text(sql), {f"p{i}": a for i, a in enumerate(args)})]
 
 
@@ -42,7 +42,9 @@ def changes(mem: StellarMemory, memory_id: str) -> list[tuple]:
 def count_statements(mem) -> list[str]:
     """SQL statements the memory's engine executes from now on (executemany counts once)."""
     seen: list[str] = []
-    sa.event.listen(mem.db.engine, "before_cursor_execute", lambda *a: seen.append(a[2].split(None, 1)[0]))
+    sa.event.listen(
+        mem.engine.db.engine, "before_cursor_execute", lambda *a: seen.append(a[2].split(None, 1)[0])
+    )
     return seen
 
 

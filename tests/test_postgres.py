@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from stellar_core import Settings, StellarMemory
-from stellar_core.search import pgtext, pgvector
+from stellar_core.store import pgtext, pgvector
 from tests.fakes import HashEmbedder
 from tests.services import Postgres
 
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.postgres_only
 
 def _statements(mem: StellarMemory) -> list[tuple[str, object]]:
     seen: list[tuple[str, object]] = []
-    sa.event.listen(mem.db.engine, "before_cursor_execute", lambda *a: seen.append((a[2], a[3])))
+    sa.event.listen(mem.engine.db.engine, "before_cursor_execute", lambda *a: seen.append((a[2], a[3])))
     return seen
 
 
@@ -33,7 +33,7 @@ def test_recall_searches_vectors_through_the_hnsw_index(open_memory, backend) ->
     seen = _statements(mem)
     assert mem.recall("ground station 3 maintenance", k=5)
     statement, params = next((s, p) for s, p in seen if "<=>" in s and "ORDER BY" in s)
-    with mem.db.read() as conn:
+    with mem.engine.db.read() as conn:
         # A table this small is cheaper to sort; forbid that to see the index can serve the query.
         conn.exec_driver_sql("SET LOCAL enable_sort = off")
         plan = "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + statement, params))  # type: ignore[arg-type]
@@ -41,7 +41,7 @@ def test_recall_searches_vectors_through_the_hnsw_index(open_memory, backend) ->
 
 
 def _waiting(mem: StellarMemory) -> int:
-    with mem.db.read() as conn:
+    with mem.engine.db.read() as conn:
         return int(conn.exec_driver_sql("SELECT count(*) FROM memory_vectors WHERE NOT indexed").scalar_one())
 
 
@@ -58,7 +58,7 @@ def test_new_vectors_are_found_before_and_after_they_join_the_graph(
     mem.warm()
     assert _waiting(mem) == 0
     assert [h.memory.id for h in mem.recall("telemetry frame 42 probe", k=5)] == before
-    with mem.db.read() as conn:  # the graph is there and whole (a failed concurrent build is not)
+    with mem.engine.db.read() as conn:  # the graph is there and whole (a failed concurrent build is not)
         valid = conn.exec_driver_sql(
             "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
             "WHERE c.relname = 'ix_memory_vectors_hnsw_384'"
@@ -86,13 +86,13 @@ def test_warm_reads_what_recall_reads_into_shared_buffers(open_memory, backend) 
     mem = open_memory(embedder=HashEmbedder())
     mem.store_many([f"star chart {i} of sector {i % 9}" for i in range(400)])
     mem.warm()
-    with mem.db.write() as conn:
+    with mem.engine.db.write() as conn:
         conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pg_buffercache")
         for relation in _READ_BY_RECALL:
             conn.execute(sa.text("SELECT pg_buffercache_evict_relation(:r)"), {"r": relation})
             assert conn.execute(sa.text(_IN_BUFFERS), {"relation": relation}).one()[0] == 0
     mem.warm()
-    with mem.db.read() as conn:
+    with mem.engine.db.read() as conn:
         for relation in _READ_BY_RECALL:
             cached, blocks = conn.execute(sa.text(_IN_BUFFERS), {"relation": relation}).one()
             assert blocks > 1 and cached == blocks, relation
@@ -117,7 +117,7 @@ def test_warm_without_pg_prewarm_still_warms(postgres: Postgres, tmp_path: Path)
         mem.store_many([f"beacon {i}" for i in range(30)])
         mem.warm()
         assert _waiting(mem) == 0
-        assert mem._vectors().prewarm() is False  # type: ignore[attr-defined]
+        assert mem.engine.vectors().prewarm() is False  # type: ignore[attr-defined]
         assert [h.memory.content for h in mem.recall("beacon 7", k=1)] == ["beacon 7"]
     finally:
         mem.close()
@@ -129,7 +129,7 @@ def test_warm_vacuums_the_vector_rows_it_rewrote(open_memory, backend) -> None:
     mem = open_memory(embedder=HashEmbedder())
     mem.store_many([f"relay log {i} of array {i % 11}" for i in range(300)])
     mem.warm()
-    with mem.db.read() as conn:
+    with mem.engine.db.read() as conn:
         vacuums = conn.exec_driver_sql(
             "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'memory_vectors'"
         ).scalar_one()
@@ -144,7 +144,7 @@ def test_the_full_text_index_keeps_its_pending_list_short(open_memory, backend) 
     words = [f"w{i}x" for i in range(5_000)]
     for _ in range(2):
         mem.store_many([" ".join(rng.choices(words, k=15)) for _ in range(1_000)])
-    with mem.db.write() as conn:
+    with mem.engine.db.write() as conn:
         conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pgstattuple")
         gin = conn.exec_driver_sql("SELECT pending_pages FROM pgstatginindex('ix_memory_text_doc')")
         pending = gin.scalar_one()
@@ -163,7 +163,7 @@ def test_the_upkeep_adds_waiting_vectors_to_the_graph(open_memory, backend) -> N
 def test_tables_live_in_the_configured_schema(open_memory, backend) -> None:
     mem = open_memory(embedder=HashEmbedder(), settings=Settings(database_schema="agents"))
     mem.store("kept in the agents schema")
-    with mem.db.read() as conn:
+    with mem.engine.db.read() as conn:
         schemas = set(
             conn.execute(
                 sa.text("SELECT table_schema FROM information_schema.tables WHERE table_name = 'memories'")
@@ -210,9 +210,9 @@ def test_recall_runs_its_lexical_arm_beside_the_vector_arm_on_a_pool_of_its_own(
     mem = open_memory(embedder=HashEmbedder(), settings=s)
     mem.store_many([{"content": f"note {i} about topic{i % 7} and item{i}"} for i in range(300)])
     queries = [f"topic{i % 7} note item{i}" for i in range(28)]
-    monkeypatch.setattr(mem.db.dialect, "parallel_reads", False)
+    monkeypatch.setattr(mem.engine.db.dialect, "parallel_reads", False)
     serial = {q: [h.memory.id for h in mem.recall(q, k=5)] for q in queries}
-    monkeypatch.setattr(mem.db.dialect, "parallel_reads", True)
+    monkeypatch.setattr(mem.engine.db.dialect, "parallel_reads", True)
     seen = _statements(mem)
     with ThreadPoolExecutor(8) as pool:
         found = pool.map(lambda q: [h.memory.id for h in mem.recall(q, k=5)], queries)
@@ -224,7 +224,7 @@ def test_recall_runs_its_lexical_arm_beside_the_vector_arm_on_a_pool_of_its_own(
 
 def test_pool_settings_reach_the_engine(open_memory, backend) -> None:
     s = Settings(db_pool_size=3, db_max_overflow=2, db_pool_timeout=7.5, db_pool_recycle=600)
-    pool = open_memory(embedder=HashEmbedder(), settings=s).db.engine.pool
+    pool = open_memory(embedder=HashEmbedder(), settings=s).engine.db.engine.pool
     assert (pool.size(), pool._max_overflow, pool._timeout, pool._recycle) == (3, 2, 7.5, 600)  # type: ignore[attr-defined]
     assert pool._pre_ping is True  # type: ignore[attr-defined]
 
@@ -249,7 +249,7 @@ def test_term_statistics_stay_exact_through_every_write(open_memory, backend) ->
     for m in stored[10:40]:
         mem.forget(m.id)
     mem.store_many(_zipf_texts(50, seed=8))
-    with mem.db.read() as conn:
+    with mem.engine.db.read() as conn:
         kept = _term_rows(conn, "SELECT namespace, lexeme, docs FROM text_terms WHERE docs > 0")
         actual = _term_rows(
             conn,
@@ -290,7 +290,7 @@ def test_each_text_is_parsed_once_with_the_terms_of_parsing_every_context_whole(
     stored = mem.store_many([{"content": t, "thread": f"t{i % 7}"} for i, t in enumerate(texts)])
     mem.store_many([{"content": t, "thread": f"t{i % 3}"} for i, t in enumerate(_zipf_texts(30, seed=5))])
     mem.forget(stored[20].id)  # its neighbours' contexts close the gap
-    with mem.db.read() as conn:
+    with mem.engine.db.read() as conn:
         stored_docs = set(conn.exec_driver_sql(_AS_PARSED_WHOLE.format(table="memory_text t")).all())
         parsed = set(conn.exec_driver_sql(_AS_PARSED_WHOLE.format(table="want")).all())
         lengths = conn.exec_driver_sql(
@@ -319,39 +319,39 @@ def test_term_lists_keep_the_pruned_search_exact_through_writes(open_memory, bac
     texts = _zipf_texts(1_500)
     stored = mem.store_many([{"content": t, "thread": f"t{i // 20}"} for i, t in enumerate(texts)])
     cw = mem.settings.thread_context_weight
-    assert mem.db.dialect.text_index_upkeep(mem.db, cw, 0.0) > 0  # no time given: all still to do
+    assert mem.engine.db.dialect.text_index_upkeep(mem.engine.db, cw, 0.0) > 0  # no time given: all still to do
     mem.warm()
-    assert mem.db.dialect.text_index_upkeep(mem.db, cw, None) == 0
+    assert mem.engine.db.dialect.text_index_upkeep(mem.engine.db, cw, None) == 0
     # Writes after the lists were built: memories that beat floors, an edit, forgetting.
     mem.store_many([f"w{i}x w{i}x w{i}x" for i in range(12)] + _zipf_texts(100, seed=5))
     mem.update(stored[5].id, content="w2x w2x w2x w0x")
     for m in stored[50:80]:
         mem.forget(m.id)
-    with mem.db.read() as conn:
+    with mem.engine.db.read() as conn:
         assert conn.exec_driver_sql(_OFF_THE_LISTS).scalar_one() == 0
     # Twice as many memories: the upkeep ranks the lists again, a few terms per transaction.
     mem.store_many([f"{t} /usr/lib/x{i % 2}" for i, t in enumerate(_zipf_texts(1_600, seed=6))])
-    assert mem.db.dialect.text_index_upkeep(mem.db, cw, 60.0) == 0
+    assert mem.engine.db.dialect.text_index_upkeep(mem.engine.db, cw, 60.0) == 0
     stale = "SELECT count(*) FROM text_terms WHERE docs > 8 AND (list_floor IS NULL OR docs > 2 * list_docs)"
-    with mem.db.read() as conn:
+    with mem.engine.db.read() as conn:
         assert conn.exec_driver_sql(stale).scalar_one() == 0
         assert conn.exec_driver_sql("SELECT count(*) FROM text_top").scalar_one() > 100
         assert conn.exec_driver_sql(_OFF_THE_LISTS).scalar_one() == 0
 
     seen = _statements(mem)
-    ns = mem.namespace_for(None)
+    ns = mem.namespace
     rng = random.Random(5)
     queries = [" ".join(rng.sample(texts, 1)[0].split()[:3]) for _ in range(40)]
     queries += [f"w{i}x w{i + 7}x" for i in range(30)] + ["usr lib x1", "x0 w3x"]
     stopped_on_lists = 0
     for q in queries:
         before = len(seen)
-        with mem.db.read() as conn:
+        with mem.engine.db.read() as conn:
             pruned = pgtext.search(conn, ns, q.split(), 10, cw)
         issued = [s for s, _ in seen[before:] if "text_top" in s]
         stopped_on_lists += len(issued) == 1 and "@@" not in issued[0]  # the lists alone sufficed
         monkeypatch.setattr(pgtext, "EXHAUSTIVE_POSTINGS", 10**9)
-        with mem.db.read() as conn:
+        with mem.engine.db.read() as conn:
             exhaustive = pgtext.search(conn, ns, q.split(), 10, cw)
         monkeypatch.setattr(pgtext, "EXHAUSTIVE_POSTINGS", 0)
         assert [(s, round(x, 9)) for s, x in pruned] == [(s, round(x, 9)) for s, x in exhaustive], q
@@ -366,12 +366,12 @@ def test_the_pruned_lexical_search_finds_the_exhaustive_top(open_memory, backend
     queries = [" ".join(rng.sample(texts, 1)[0].split()[:3]) for _ in range(60)]
     queries += [f"w0x w1x w{i}x" for i in range(2, 40)]
     seen = _statements(mem)
-    ns = mem.namespace_for(None)
+    ns = mem.namespace
 
     def search(exhaustive: bool, q: str) -> list[tuple[int, float]]:
         monkeypatch.setattr(pgtext, "EXHAUSTIVE_POSTINGS", 10**9 if exhaustive else 0)
         monkeypatch.setattr(pgtext, "RARE_POSTINGS", 40)
-        with mem.db.read() as conn:
+        with mem.engine.db.read() as conn:
             return [(seq, round(score, 9)) for seq, score in pgtext.search(conn, ns, q.split(), 10, 0.3)]
 
     stopped_early = 0
@@ -387,19 +387,19 @@ def test_the_pruned_lexical_search_finds_the_exhaustive_top(open_memory, backend
 def test_a_bulk_load_refreshes_planner_statistics_without_waiting_for_them(open_memory, backend) -> None:
     mem = open_memory(embedder=HashEmbedder())
     analysed = "SELECT last_analyze FROM pg_stat_user_tables WHERE relname = 'memories'"
-    with mem.db.read() as conn:
+    with mem.engine.db.read() as conn:
         before = conn.exec_driver_sql(analysed).scalar_one()
-    blocker = sa.create_engine(mem.db.url)
+    blocker = sa.create_engine(mem.engine.db.url)
     with blocker.connect() as conn, ThreadPoolExecutor(1) as pool:  # ANALYZE waits for this lock
         conn.exec_driver_sql("LOCK TABLE memories IN SHARE UPDATE EXCLUSIVE MODE")
         load = pool.submit(mem.store_many, [f"survey log {i} of the outer belt" for i in range(1_000)])
         try:  # 1,000 memories cross the line; the batch does not wait for the refresh
             load.result(timeout=30)
-            assert mem.db._refreshing.locked()
+            assert mem.engine.db._refreshing.locked()
         finally:
             conn.rollback()
     blocker.dispose()
-    with mem.db._refreshing:  # the refresh finishes in its thread
+    with mem.engine.db._refreshing:  # the refresh finishes in its thread
         pass
-    with mem.db.read() as conn:
+    with mem.engine.db.read() as conn:
         assert conn.exec_driver_sql(analysed).scalar_one() != before

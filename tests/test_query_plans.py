@@ -49,7 +49,7 @@ class Plans:
 def captured(mem: StellarMemory) -> Iterator[Plans]:
     """Explain every statement ``mem`` runs while the block runs."""
     plans = Plans()
-    engine = mem.db.engine
+    engine = mem.engine.db.engine
     postgres = engine.dialect.name == "postgresql"
 
     def explain(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
@@ -128,8 +128,8 @@ def populate(mem: StellarMemory) -> list[str]:
         mem.link(a, b, kind="supports")
     for x in ids[100:130]:
         mem.forget(x)
-    with mem.db.write() as conn:
-        mem.db.dialect.refresh_statistics(conn)
+    with mem.engine.db.write() as conn:
+        mem.engine.db.dialect.refresh_statistics(conn)
     return ids
 
 

@@ -21,6 +21,7 @@ from stellar_core.scoring import (
 )
 from stellar_core.store.records import m
 from stellar_core.store.schema import memories
+from tests.helpers import import_memories
 
 CUSTOM = Settings(
     weight_recall=0.5,
@@ -69,7 +70,7 @@ def planted(mem: StellarMemory, now: float) -> list[Memory]:
                 score=0.0,
             )
         )
-    assert mem.restore(out).imported == len(GRID)
+    assert import_memories(mem, out).imported == len(GRID)
     return out
 
 
@@ -99,7 +100,7 @@ def test_score_sql_equals_memory_score_at_any_time(open_memory, clock, settings:
     grid = {x.id: x for x in planted(mem, start)}
     for days in (0.0, 0.125, 1.0, 6.5, 30.0, 400.0):
         now = start + days * DAY
-        with mem.db.read() as conn:
+        with mem.engine.db.read() as conn:
             rows = conn.execute(sa.select(m.id, score_sql(memories, now, settings))).all()
         assert len(rows) == len(GRID)
         for mid, score in rows:

@@ -29,12 +29,12 @@ pytestmark = pytest.mark.backends
 def change_rows(mem: StellarMemory) -> list[tuple[str, str, str]]:
     """(memory_id, op, namespace) of every change-log row, oldest first."""
     c = changes.c
-    with mem.db.read() as conn:
+    with mem.engine.db.read() as conn:
         return [tuple(r) for r in conn.execute(sa.select(c.memory_id, c.op, c.namespace).order_by(c.seq))]
 
 
 def row_count(mem: StellarMemory, table: sa.Table) -> int:
-    with mem.db.read() as conn:
+    with mem.engine.db.read() as conn:
         return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
 
 
@@ -213,10 +213,10 @@ def test_instance_namespace_is_the_default(open_memory) -> None:
 
 def test_identical_content_is_stored_and_embedded_once(mem: StellarMemory) -> None:
     first = mem.store("Alice prefers tea over coffee")
-    assert mem.embedder.calls == 1
+    assert mem.engine.embedder.calls == 1
     second = mem.store("Alice prefers tea over coffee", importance=0.9, tags=["new"])
     assert second == first  # the existing memory, unchanged
-    assert mem.embedder.calls == 1
+    assert mem.engine.embedder.calls == 1
     assert mem.stats().memories == 1
     assert [op for _, op, _ in change_rows(mem)] == ["store"]
 
@@ -230,10 +230,10 @@ def test_embeddings_are_reused_from_the_database(open_memory, tmp_path: Path) ->
     fresh = open_memory(path)
     assert fresh.store("Bob's birthday is on the 3rd of May").id == a.id
     other_thread = fresh.store("Bob's birthday is on the 3rd of May", thread="chat-1")
-    assert fresh.embedder.calls == 0  # neither the duplicate nor the other thread re-embedded
+    assert fresh.engine.embedder.calls == 0  # neither the duplicate nor the other thread re-embedded
     assert other_thread.id != a.id
     fresh.store("something new")
-    assert fresh.embedder.calls == 1
+    assert fresh.engine.embedder.calls == 1
 
 
 def test_different_thread_is_a_different_memory(mem: StellarMemory) -> None:
@@ -391,7 +391,7 @@ def test_forget(mem: StellarMemory, clock) -> None:
     s = mem.stats()
     assert (s.memories, s.forgotten) == (1, 1)
     assert mem.get(keep.id).content == keep.content
-    with mem.db.read() as conn:  # a tombstone, kept for sync
+    with mem.engine.db.read() as conn:  # a tombstone, kept for sync
         assert (
             conn.execute(sa.select(memories.c.deleted_at).where(memories.c.id == a.id)).scalar_one()
             == clock.now()
@@ -525,7 +525,7 @@ def test_every_write_is_in_the_change_log(mem: StellarMemory) -> None:
     assert rows[-1][1:] == ("store", "other")
 
     ch = changes.c
-    with mem.db.read() as conn:
+    with mem.engine.db.read() as conn:
         full = {
             (r.memory_id, r.op): r for r in conn.execute(sa.select(changes).where(ch.namespace == "default"))
         }
@@ -543,7 +543,7 @@ def test_every_write_is_in_the_change_log(mem: StellarMemory) -> None:
 def test_update_event_carries_every_changed_field(mem: StellarMemory) -> None:
     x = mem.store("the relay cable is blue")
     mem.update(x.id, metadata={"colour": "blue"}, pinned=True, content="the relay cable is red")
-    with mem.db.read() as conn:
+    with mem.engine.db.read() as conn:
         payload = conn.execute(sa.select(changes.c.payload).where(changes.c.op == "update")).scalar_one()
     assert payload["metadata"] == {"colour": "blue"} and payload["pinned"] is True
     assert payload["content"] == "the relay cable is red" and payload["tags"] == []
@@ -553,7 +553,7 @@ def test_change_log_hlc_increases(mem: StellarMemory) -> None:
     a = mem.store("tick")
     mem.update(a.id, importance=0.2)
     mem.update(a.id, importance=0.3)  # same millisecond: the HLC counter orders them
-    with mem.db.read() as conn:
+    with mem.engine.db.read() as conn:
         stamps = list(conn.execute(sa.select(changes.c.hlc).order_by(changes.c.seq)).scalars())
     assert stamps == sorted(stamps) and len(set(stamps)) == 3
 
@@ -763,12 +763,12 @@ def test_export_zone_and_scores_match_get(populated: StellarMemory) -> None:
 
 @pytest.mark.sqlite_only
 def test_upkeep_folds_the_write_ahead_log_into_the_database(mem: StellarMemory) -> None:
-    db_file = Path(mem.db.url.database)
+    db_file = Path(mem.engine.db.url.database)
     mem.store_many([f"note number {i} about the antenna" for i in range(200)])
     before = db_file.stat().st_size  # the new pages are still in the -wal file
-    mem._upkeep.run_once()  # what the background thread does every few seconds
+    mem.engine._upkeep.run_once()  # what the background thread does every few seconds
     assert db_file.stat().st_size > before
-    assert mem.db.checkpoint() == 0  # nothing left over
+    assert mem.engine.db.checkpoint() == 0  # nothing left over
 
 
 def test_a_bulk_load_refreshes_the_planner_statistics(open_memory, backend) -> None:
@@ -776,9 +776,9 @@ def test_a_bulk_load_refreshes_the_planner_statistics(open_memory, backend) -> N
     planner scanning whole namespaces to look up one batch's content hashes."""
     mem = open_memory()
     mem.store_many([f"bulk loaded note {i}" for i in range(1_500)])
-    with mem.db._refreshing:  # on PostgreSQL the refresh runs in a thread of its own
+    with mem.engine.db._refreshing:  # on PostgreSQL the refresh runs in a thread of its own
         pass
-    with mem.db.read() as conn:
+    with mem.engine.db.read() as conn:
         if backend == "sqlite":
             planned = int(
                 conn.exec_driver_sql("SELECT stat FROM sqlite_stat1 WHERE tbl = 'memories'")

@@ -29,7 +29,7 @@ from stellar_core.errors import NotFoundError, SummarizerError
 from stellar_core.models import Memory
 from stellar_core.store.schema import changes
 from stellar_core.summaries import SummaryResult, summarise
-from stellar_core.summarize import (
+from stellar_core.summarizers import (
     ExtractiveSummarizer,
     LlmSummarizer,
     Summarizer,
@@ -300,7 +300,7 @@ def derived_from(mem: StellarMemory, summary: Memory) -> set[str]:
 
 
 def change_count(mem: StellarMemory) -> int:
-    with mem.db.read() as conn:
+    with mem.engine.db.read() as conn:
         return int(conn.execute(sa.select(sa.func.count()).select_from(changes)).scalar_one())
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from stellar_core import Settings
-from stellar_core.search.vector import VectorIndex
+from stellar_core.store.vector_index import VectorIndex
 from tests.fakes import HashEmbedder
 
 DIM = 32
@@ -135,16 +135,16 @@ def test_around_finds_thread_neighbours_by_position():
 # --- the HNSW graph --------------------------------------------------------------------------
 
 
-def test_maintain_builds_no_graph_below_the_minimum():
+def test_upkeep_builds_no_graph_below_the_minimum():
     index, _, _ = filled(99, min_rows=100)
-    index.maintain()
+    index.upkeep()
     assert not index.has_graph
 
 
 def test_graph_search_finds_stored_vectors_and_new_rows():
     index, vecs, seqs = filled(500, min_rows=100)
     assert not index.has_graph
-    index.maintain()
+    index.upkeep()
     assert index.has_graph
     for i in range(0, 500, 25):
         (seq, sim), *_ = index.search(vecs[i], 5)
@@ -156,17 +156,17 @@ def test_graph_search_finds_stored_vectors_and_new_rows():
     index.upsert(late_seqs, late, [None] * 20)
     for seq, vec in zip(late_seqs, late, strict=True):
         assert ids(index.search(vec, 1)) == [seq]
-    index.maintain()  # now in the graph, still found
+    index.upkeep()  # now in the graph, still found
     for seq, vec in zip(late_seqs, late, strict=True):
         assert ids(index.search(vec, 1)) == [seq]
 
 
 def test_graph_never_returns_removed_rows():
     index, vecs, seqs = filled(500, min_rows=100)
-    index.maintain()
+    index.upkeep()
     gone = set(seqs[::10])  # 50 rows: below the rebuild threshold of 100
     index.remove(gone)
-    index.maintain()
+    index.upkeep()
     for i in range(0, 500, 10):
         assert not gone & set(ids(index.search(vecs[i], 20)))
     replaced = unit(np.random.default_rng(9), 1)
@@ -178,11 +178,11 @@ def test_graph_never_returns_removed_rows():
 
 def test_graph_search_returns_n_hits_when_the_nearest_rows_were_removed():
     index, vecs, seqs = filled(500, min_rows=100)
-    index.maintain()
+    index.upkeep()
     query = vecs[0]
     order = np.argsort(-(vecs @ query))
     index.remove([seqs[i] for i in order[:90]])  # below the rebuild threshold of 100
-    index.maintain()
+    index.upkeep()
     alive = order[90:]
     hits = index.search(query, 10)
     assert ids(hits) == true_top(vecs[alive], [seqs[i] for i in alive], query, 10)
@@ -190,10 +190,10 @@ def test_graph_search_returns_n_hits_when_the_nearest_rows_were_removed():
 
 def test_many_removals_rebuild_the_graph():
     index, vecs, seqs = filled(500, min_rows=100)
-    index.maintain()
+    index.upkeep()
     gone = set(seqs[:150])  # more than a fifth of the graph
     index.remove(gone)
-    index.maintain()
+    index.upkeep()
     assert index.has_graph
     assert len(index) == 350
     assert index._n == 350  # compacted: the dead rows are gone, not masked
@@ -205,7 +205,7 @@ def test_many_removals_rebuild_the_graph():
 
 def test_rebuild_keeps_changes_made_while_the_graph_is_built(monkeypatch):
     index, vecs, seqs = filled(500, min_rows=100)
-    index.maintain()
+    index.upkeep()
     index.remove(seqs[:120])
     rng = np.random.default_rng(10)
     new, replaced = unit(rng, 5), unit(rng, 2)
@@ -226,7 +226,7 @@ def test_rebuild_keeps_changes_made_while_the_graph_is_built(monkeypatch):
             super().add(x)
 
     monkeypatch.setattr(faiss, "IndexHNSWFlat", InterleavedGraph)
-    index.maintain()  # rebuild: more than a fifth is dead
+    index.upkeep()  # rebuild: more than a fifth is dead
     monkeypatch.undo()
 
     assert InterleavedGraph.interleaved
@@ -242,18 +242,18 @@ def test_rebuild_keeps_changes_made_while_the_graph_is_built(monkeypatch):
         assert not gone & set(found)
         assert seqs[200] not in found[:1] and seqs[201] not in found[:1]
     assert sorted(s for s, *_ in index.around(new[0], [9000], 1)) == [9000, 9001]
-    index.maintain()  # the rows added meanwhile join the graph
+    index.upkeep()  # the rows added meanwhile join the graph
     for seq, vec in zip(new_seqs[:4], new[:4], strict=True):
         assert ids(index.search(vec, 1)) == [seq]
 
 
-def test_concurrent_maintain_calls_keep_every_row(monkeypatch):
+def test_concurrent_upkeep_calls_keep_every_row(monkeypatch):
     index, vecs, seqs = filled(500, min_rows=100)
     index.remove(seqs[::3])  # dead rows: a rebuild renumbers the live ones
     real_graph = faiss.IndexHNSWFlat
 
     class RacingGraph(real_graph):
-        """Lets another thread run maintain() while the first build adds its vectors."""
+        """Lets another thread run upkeep() while the first build adds its vectors."""
 
         raced = False
         other: threading.Thread
@@ -261,13 +261,13 @@ def test_concurrent_maintain_calls_keep_every_row(monkeypatch):
         def add(self, x):  # type: ignore[no-untyped-def]
             if not RacingGraph.raced:
                 RacingGraph.raced = True
-                RacingGraph.other = threading.Thread(target=index.maintain)
+                RacingGraph.other = threading.Thread(target=index.upkeep)
                 RacingGraph.other.start()
                 RacingGraph.other.join(timeout=0.5)  # it must wait for this build, not race it
             super().add(x)
 
     monkeypatch.setattr(faiss, "IndexHNSWFlat", RacingGraph)
-    index.maintain()
+    index.upkeep()
     RacingGraph.other.join()
     monkeypatch.undo()
 
@@ -285,7 +285,7 @@ def test_memory_recalls_through_the_graph(open_memory, tmp_path):
     mem = open_memory(tmp_path / "graph.db", embedder=HashEmbedder(), settings=Settings(hnsw_min_rows=50))
     stored = mem.store_many([f"Entry {i}: lorem ipsum {i * 7}" for i in range(200)])
     mem.warm()
-    index = mem._vectors().get(mem.namespace)
+    index = mem.engine.vectors().get(mem.namespace)
     assert index.has_graph
     for x in stored[::20]:
         assert mem.recall(x.content, k=1)[0].memory.id == x.id

@@ -14,17 +14,17 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
+from stellar_core import reads
 from stellar_core import validation as check
 from stellar_core.connectors.http import fetch
 from stellar_core.connectors.sources import Document, ingest_document
 from stellar_core.errors import PermanentError, SourceError, ValidationError
-from stellar_core.memory import StellarMemory
 from stellar_core.models import IngestResult
-from stellar_core.store.schema import meta
+
+if TYPE_CHECKING:
+    from stellar_core.memory import StellarMemory
 
 __all__ = ["ACCEPT", "ApiSource", "ingest_api"]
 
@@ -66,7 +66,7 @@ def ingest_api(
     to no list or object, ...) or ``SourceUnavailable`` (try later).
     """
     check.importance(importance)
-    ns = mem.namespace_for(namespace)
+    ns, _ = mem.engine.scope(namespace, None)
     _check(source)
     state_key = "http:" + hashlib.sha256(f"{ns} {source.url}".encode()).hexdigest()[:40]
     shape = _shape(source)
@@ -198,8 +198,8 @@ def _shape(source: ApiSource) -> str:
 
 
 def _load(mem: StellarMemory, key: str) -> dict[str, Any]:
-    with mem.db.read() as conn:
-        value = conn.execute(sa.select(meta.c.value).where(meta.c.key == key)).scalar()
+    with mem.engine.reading("ingest") as r:
+        value = reads.meta_value(r.conn, key)
     try:
         state = json.loads(value) if value else {}
     except ValueError:  # unreadable: poll unconditionally and write it afresh
@@ -208,7 +208,5 @@ def _load(mem: StellarMemory, key: str) -> dict[str, Any]:
 
 
 def _save(mem: StellarMemory, key: str, state: Mapping[str, Any]) -> None:
-    insert = mem.db.dialect.insert(meta).values(key=key, value=json.dumps(state))
-    upsert = insert.on_conflict_do_update(index_elements=[meta.c.key], set_={"value": insert.excluded.value})
-    with mem.db.write() as conn:
-        conn.execute(upsert)
+    with mem.engine.writing("ingest") as tx:
+        tx.put_meta(key, json.dumps(state))

@@ -14,6 +14,7 @@ import stat
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from watchdog.events import (
     EVENT_TYPE_CLOSED_NO_WRITE,
@@ -27,8 +28,10 @@ from stellar_core import validation as check
 from stellar_core.connectors.chunking import chunk_markdown
 from stellar_core.connectors.sources import Document, forget_source, ingest_documents, source_keys
 from stellar_core.errors import ValidationError
-from stellar_core.memory import StellarMemory
 from stellar_core.models import IngestResult
+
+if TYPE_CHECKING:
+    from stellar_core.memory import StellarMemory
 
 __all__ = ["DEFAULT_EXTENSIONS", "chunk_markdown", "ingest_file", "ingest_path", "watch_path"]
 

@@ -5,8 +5,8 @@ A document is one source (a file, a web page, an API item), identified by ``type
 thread, each memory carrying the source (type, key, chunk, ingested-at) and the document's
 content hash. So ingesting a source again
 - with the same content writes nothing (the hash matches);
-- with changed content stores the new chunks, then forgets the old ones that are gone
-  (in that order: a failure in between leaves both, never neither, and the next run heals it);
+- with changed content stores the new chunks and forgets the old ones that are gone, in one
+  transaction (a crash leaves the old version or the new one, never a mix);
 - after it vanished (``forget_source``) forgets its memories.
 """
 
@@ -15,16 +15,17 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
+from stellar_core import reads
 from stellar_core import validation as check
 from stellar_core.connectors.chunking import chunk_markdown
+from stellar_core.engine import Engine
 from stellar_core.errors import PermanentError, ValidationError
-from stellar_core.memory import StellarMemory
 from stellar_core.models import IngestResult, Memory
-from stellar_core.store.records import fetch, live, m
+
+if TYPE_CHECKING:
+    from stellar_core.memory import StellarMemory
 
 
 @dataclass(frozen=True)
@@ -59,11 +60,11 @@ def ingest_document(
 ) -> IngestResult:
     """Store a document's chunks unless they are already there; replace a changed version.
     Raises ``PermanentError`` if the document cannot be stored (nothing stored is touched)."""
-    ns = mem.namespace_for(namespace)
-    plan = _plan(mem, ns, doc, max_chars or mem.settings.chunk_max_chars)
+    ns, _ = mem.engine.scope(namespace, None)
+    plan = _plan(mem.engine, ns, doc, max_chars or mem.settings.chunk_max_chars)
     if isinstance(plan, IngestResult):
         return plan
-    return _store(mem, ns, [plan], importance)
+    return _store(mem.engine, ns, [plan], importance)
 
 
 def ingest_documents(
@@ -77,12 +78,13 @@ def ingest_documents(
     """Many documents, the changed ones stored a group at a time: the embedding model is several
     times faster per text in one batch of 64 than in a document's three. A document that
     cannot be stored is reported in ``skipped``; the others go on."""
-    ns = mem.namespace_for(namespace)
+    engine = mem.engine
+    ns, _ = engine.scope(namespace, None)
     limit = max_chars or mem.settings.chunk_max_chars
     result, group = IngestResult(), list[_Plan]()
     for doc in docs:
         try:
-            plan = _plan(mem, ns, doc, limit)
+            plan = _plan(engine, ns, doc, limit)
         except PermanentError as exc:
             result += IngestResult(skipped=[(doc.key, str(exc))])
             continue
@@ -91,17 +93,18 @@ def ingest_documents(
             continue
         group.append(plan)
         if sum(len(p.chunks) for p in group) >= GROUP_CHUNKS:
-            result += _store_isolating(mem, ns, group, importance)
+            result += _store_isolating(engine, ns, group, importance)
             group = []
-    return result + _store_isolating(mem, ns, group, importance)
+    return result + _store_isolating(engine, ns, group, importance)
 
 
-def _plan(mem: StellarMemory, ns: str, doc: Document, max_chars: int) -> _Plan | IngestResult:
+def _plan(engine: Engine, ns: str, doc: Document, max_chars: int) -> _Plan | IngestResult:
     """What storing ``doc`` takes, or the result if it is unchanged."""
     if len(doc.key) > check.MAX_SOURCE_URL:
         raise ValidationError(f"source key longer than {check.MAX_SOURCE_URL} characters")
     digest = check.content_hash(doc.text)
-    old = source_memories(mem, doc.type, doc.key, ns)
+    with engine.reading("ingest", ns) as r:
+        old = reads.source_memories(r.conn, ns, doc.type, doc.key)
     if old and all(x.metadata.get("source_hash") == digest for x in old):
         return IngestResult(sources=1, chunks=len(old), unchanged=1)
     chunks = chunk_markdown(doc.text, max_chars)
@@ -110,27 +113,28 @@ def _plan(mem: StellarMemory, ns: str, doc: Document, max_chars: int) -> _Plan |
     return _Plan(doc, digest, old, chunks)
 
 
-def _store_isolating(mem: StellarMemory, ns: str, group: list[_Plan], importance: float) -> IngestResult:
+def _store_isolating(engine: Engine, ns: str, group: list[_Plan], importance: float) -> IngestResult:
     """Store a group; if it is refused, store its documents one by one to find the bad one."""
     if not group:
         return IngestResult()
     try:
-        return _store(mem, ns, group, importance)
+        return _store(engine, ns, group, importance)
     except PermanentError:
         if len(group) == 1:
             raise
     result = IngestResult()
     for plan in group:
         try:
-            result += _store(mem, ns, [plan], importance)
+            result += _store(engine, ns, [plan], importance)
         except PermanentError as exc:
             result += IngestResult(skipped=[(plan.doc.key, str(exc))])
     return result
 
 
-def _store(mem: StellarMemory, ns: str, group: list[_Plan], importance: float) -> IngestResult:
-    """New chunks first (one store_many), then the old chunks that are gone are forgotten."""
-    now = mem.clock.now()
+def _store(engine: Engine, ns: str, group: list[_Plan], importance: float) -> IngestResult:
+    """The group's new chunks stored and the old chunks that are gone forgotten, in one
+    transaction: a crash leaves each document's old version or its new one."""
+    now = engine.clock.now()
     items = [
         {
             "content": chunk,
@@ -143,48 +147,50 @@ def _store(mem: StellarMemory, ns: str, group: list[_Plan], importance: float) -
         for p in group
         for i, chunk in enumerate(p.chunks)
     ]
-    stored = iter(mem.store_many(items, namespace=ns))
+    drafts = [check.draft(item, engine.settings.max_content_chars) for item in items]
+    vectors = engine.vectors_for(ns, drafts)
     result = IngestResult()
-    for p in group:
-        mine = [next(stored) for _ in p.chunks]
-        before = {x.id for x in p.old}
-        for x in {x.id: x for x in mine}.values():  # chunks that were already there: now current
-            if x.id in before and x.metadata.get("source_hash") != p.digest:
-                mem.update(x.id, metadata={**x.metadata, "source_hash": p.digest}, namespace=ns)
-        kept = {x.id for x in mine}
-        stale = [x for x in p.old if x.id not in kept]
-        for x in stale:
-            mem.forget(x.id, namespace=ns)
-        result += IngestResult(sources=1, chunks=len(p.chunks), new=len(kept - before), replaced=len(stale))
+    with engine.writing("ingest", ns) as tx:
+        stored = iter(tx.store(drafts, vectors))
+        for p in group:
+            mine = [next(stored) for _ in p.chunks]
+            before = {x.id for x in p.old}
+            for x in {x.id: x for x in mine}.values():  # chunks that were already there: now current
+                if x.id in before and x.metadata.get("source_hash") != p.digest:
+                    tx.update(x.id, {"meta": check.metadata({**x.metadata, "source_hash": p.digest})})
+            kept = {x.id for x in mine}
+            stale = [x for x in p.old if x.id not in kept]
+            for x in stale:
+                tx.forget(x.id)
+            result += IngestResult(
+                sources=1, chunks=len(p.chunks), new=len(kept - before), replaced=len(stale)
+            )
     return result
 
 
 def forget_source(mem: StellarMemory, source_type: str, key: str, namespace: str | None = None) -> int:
-    """Forget every memory of a source that is gone; how many were forgotten."""
-    ns = mem.namespace_for(namespace)
-    gone = source_memories(mem, source_type, key, ns)
-    for x in gone:
-        mem.forget(x.id, namespace=ns)
+    """Forget every memory of a source that is gone, in one transaction; how many were forgotten."""
+    with mem.engine.writing("ingest", namespace) as tx:
+        gone = reads.source_memories(tx.conn, tx.namespace, source_type, key)
+        for x in gone:
+            tx.forget(x.id)
     return len(gone)
 
 
-def source_memories(mem: StellarMemory, source_type: str, key: str, namespace: str) -> list[Memory]:
+def source_memories(
+    mem: StellarMemory, source_type: str, key: str, namespace: str | None = None
+) -> list[Memory]:
     """The live memories of one source, in chunk order."""
-    with mem.db.read() as conn:
-        found = fetch(conn, sa.and_(live(namespace), m.source_url == key, m.source_type == source_type))
-    return sorted(found.values(), key=lambda x: (x.source.chunk if x.source else None) or 0)
+    with mem.engine.reading("ingest", namespace) as r:
+        return reads.source_memories(r.conn, r.namespace, source_type, key)
 
 
 def source_keys(
     mem: StellarMemory, source_type: str, namespace: str | None = None, prefix: str = ""
 ) -> set[str]:
     """Keys of the sources of a type that have live memories (optionally under a key prefix)."""
-    ns = mem.namespace_for(namespace)
-    q = sa.select(m.source_url).where(live(ns), m.source_type == source_type).distinct()
-    if prefix:
-        q = q.where(m.source_url.startswith(prefix, autoescape=True))
-    with mem.db.read() as conn:
-        return {key for key in conn.execute(q).scalars() if key is not None}
+    with mem.engine.reading("ingest", namespace) as r:
+        return reads.source_keys(r.conn, r.namespace, source_type, prefix)
 
 
 def _thread_name(key: str) -> str:

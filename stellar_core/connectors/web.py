@@ -9,6 +9,7 @@ changed one replaces its chunks.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import trafilatura
 
@@ -16,8 +17,10 @@ from stellar_core import validation as check
 from stellar_core.connectors.http import fetch
 from stellar_core.connectors.sources import Document, ingest_document
 from stellar_core.errors import SourceError, SourceUnavailable, ValidationError
-from stellar_core.memory import StellarMemory
 from stellar_core.models import IngestResult
+
+if TYPE_CHECKING:
+    from stellar_core.memory import StellarMemory
 
 __all__ = ["ACCEPT", "ingest_url", "ingest_urls"]
 
@@ -34,7 +37,7 @@ def ingest_url(
     address, 4xx, not text, too large, no text found) or ``SourceUnavailable`` (try later).
     """
     check.importance(importance)
-    ns = mem.namespace_for(namespace)
+    ns, _ = mem.engine.scope(namespace, None)
     page = fetch(url, mem.settings, accept=ACCEPT)
     if page is None:  # only a conditional request gets a 304, and this one is not
         raise SourceError(f"{url}: unexpected 304 Not Modified")
@@ -62,7 +65,7 @@ def ingest_urls(
     the embedding model) are raised: every following page would fail the same way.
     """
     check.importance(importance)
-    ns = mem.namespace_for(namespace)
+    ns, _ = mem.engine.scope(namespace, None)
     result = IngestResult()
     for url in urls:
         try:

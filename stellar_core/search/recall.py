@@ -15,11 +15,11 @@ from stellar_core.clock import DAY
 from stellar_core.models import Memory, Zone
 from stellar_core.search import fusion
 from stellar_core.search.lexical import query_terms
-from stellar_core.search.vector import VectorSearch
 from stellar_core.settings import Settings
 from stellar_core.store.dialect import Dialect, in_json_list, json_list
 from stellar_core.store.records import fetch, fetch_seqs, live, m
 from stellar_core.store.schema import links, memory_tags
+from stellar_core.store.vectors import VectorSearch
 
 RECENCY_HALF_LIFE_DAYS = 7.0
 # Runs lexical arms beside the vector arms of recalls in any number of threads; a recall
@@ -60,26 +60,37 @@ class Candidate:
     via: set[str] = field(default_factory=set)
 
 
+@dataclass(frozen=True)
+class Query:
+    """What a recall asks: in ``namespace``, the ``k`` best for ``text`` (embedded as
+    ``vector``) among the memories ``filters`` lets through, and their links if ``expand``."""
+
+    namespace: str
+    text: str
+    vector: np.ndarray
+    k: int
+    filters: Filters = Filters()
+    expand: bool = False
+
+
 def recall(
     conn: sa.Connection,
     dialect: Dialect,
     index: VectorSearch,
-    namespace: str,
-    text: str,
-    vector: np.ndarray,
-    k: int,
-    filters: Filters,
-    expand: bool,
+    query: Query,
     s: Settings,
     now: float,
     side: Callable[[], AbstractContextManager[sa.Connection]] | None = None,
 ) -> list[tuple[int, Memory, float, tuple[str, ...]]]:
-    """Best ``k`` (seq, memory, relevance, via) for a query in one namespace.
+    """Best ``k`` (seq, memory, relevance, via) for a query.
 
     With ``side`` (a second read connection), the lexical arm runs on it while the vector
     arm runs on ``conn``: the database works on both at once (at 1M memories on PostgreSQL,
     recall p50 16.5 -> 13.2 ms, p95 36.5 -> 29.4 ms; decision 0019).
     """
+    namespace, text, vector, k, filters, expand = (
+        query.namespace, query.text, query.vector, query.k, query.filters, query.expand
+    )  # fmt: skip
     where = filters.sql()
     allowed: set[int] | None = None
     if where is not None:

@@ -20,7 +20,7 @@ from stellar_core.settings import Settings
 
 if TYPE_CHECKING:
     from stellar_core.embeddings import Embedder
-    from stellar_core.search.vector import VectorIndexes
+    from stellar_core.store.vectors import VectorIndexes
 
 
 class TextRows(NamedTuple):

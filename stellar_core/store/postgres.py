@@ -17,10 +17,10 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Engine
 
 from stellar_core.embeddings import Embedder
-from stellar_core.search.vector import VectorIndexes
 from stellar_core.settings import Settings
 from stellar_core.store.dialect import TextRows
 from stellar_core.store.schema import Embedding
+from stellar_core.store.vectors import VectorIndexes
 
 
 class BinaryVector:
@@ -111,14 +111,14 @@ class PostgresDialect:
 
     def vector_indexes(self, db: Any, dim: int, settings: Settings) -> VectorIndexes:
         """pgvector's HNSW index, searched in SQL: nothing held per process."""
-        from stellar_core.search.pgvector import PgVectorIndexes
+        from stellar_core.store.pgvector import PgVectorIndexes
 
         return PgVectorIndexes(db, dim, settings.db_index_build_memory)
 
     def prepare_vectors(self, conn: sa.Connection, embedder: Embedder) -> None:
         """The HNSW index for this embedding width (created once; the caller holds the
         migration lock)."""
-        from stellar_core.search.pgvector import ensure_index
+        from stellar_core.store.pgvector import ensure_index
 
         ensure_index(conn, embedder.dim)
 
@@ -171,18 +171,18 @@ class PostgresDialect:
 
     # --- full text: search/pgtext.py ----------------------------------------------------------
     def text_index_put(self, conn: sa.Connection, namespace: str, rows: TextRows) -> None:
-        from stellar_core.search import pgtext
+        from stellar_core.store import pgtext
 
         pgtext.put(conn, namespace, rows)
 
     def text_index_drop(self, conn: sa.Connection, namespace: str, seqs: Sequence[int]) -> None:
-        from stellar_core.search import pgtext
+        from stellar_core.store import pgtext
 
         pgtext.drop(conn, namespace, seqs)
 
     def text_index_upkeep(self, db: Any, context_weight: float, seconds: float | None) -> int:
         """Builds the common terms' lists (search/pgtext.py)."""
-        from stellar_core.search import pgtext
+        from stellar_core.store import pgtext
 
         return pgtext.build_lists(db, context_weight, seconds)
 
@@ -195,7 +195,7 @@ class PostgresDialect:
         context_weight: float,
         where: sa.ColumnElement[bool] | None = None,
     ) -> list[tuple[int, float]]:
-        from stellar_core.search import pgtext
+        from stellar_core.store import pgtext
 
         return pgtext.search(conn, namespace, terms, limit, context_weight, where)
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from stellar_core.errors import NotFoundError, ValidationError
 from stellar_core.models import Memory, Source, Zone
 from stellar_core.store.dialect import Dialect, in_json_list, json_list
 from stellar_core.store.schema import memories, memory_tags
@@ -105,6 +106,19 @@ def fetch(
     if lock:
         q = q.with_for_update()
     return _with_tags(conn, conn.execute(q, params).all())
+
+
+def live_memory(conn: sa.Connection, ns: str, memory_id: Any, lock: bool = False) -> tuple[int, Memory]:
+    """(seq, memory) of a live memory of the namespace; ``NotFoundError`` otherwise. ``lock``
+    before changing it: a concurrent writer waits, and sees a memory forgotten meanwhile as
+    gone (PostgreSQL re-checks the row it waited for), so no change is lost or lands on a
+    tombstone."""
+    if not isinstance(memory_id, str):
+        raise ValidationError(f"memory id must be a string, not {type(memory_id).__name__}")
+    found = fetch(conn, live(ns) & (m.id == memory_id), lock=lock)
+    if not found:
+        raise NotFoundError(f"no memory {memory_id!r} in namespace {ns!r}")
+    return next(iter(found.items()))
 
 
 def version_of(x: Memory) -> tuple[Any, ...]:

@@ -11,10 +11,10 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Engine
 
 from stellar_core.embeddings import Embedder
-from stellar_core.search.vector import VectorIndexes
 from stellar_core.settings import Settings
 from stellar_core.store.dialect import TextRows, namespace_token
 from stellar_core.store.schema import memories
+from stellar_core.store.vectors import VectorIndexes
 
 _PRAGMAS = (
     "PRAGMA journal_mode=WAL",
@@ -65,7 +65,7 @@ class SqliteDialect:
 
     def vector_indexes(self, db: Any, dim: int, settings: Settings) -> VectorIndexes:
         """In-process indexes (numpy, HNSW from 20k rows), kept current from the change log."""
-        from stellar_core.search.indexes import InProcessIndexes
+        from stellar_core.store.vectors import InProcessIndexes
 
         return InProcessIndexes(db, dim, settings.hnsw_min_rows)
 

@@ -43,7 +43,7 @@ def put_new(conn: sa.Connection, dialect: Dialect, ns: str, edges: Sequence[Link
     return added
 
 
-def edges(conn: sa.Connection, ns: str, memory_id: str, direction: str, kind: str | None) -> list[Link]:
+def around(conn: sa.Connection, ns: str, memory_id: str, direction: str, kind: str | None) -> list[Link]:
     """Edges from (``out``), to (``in``) or either way (``both``) of a memory, live ends only."""
     ends = {"out": c.source_id == memory_id, "in": c.target_id == memory_id}
     touching = ends[direction] if direction != "both" else sa.or_(*ends.values())

@@ -1,4 +1,6 @@
-"""One ``VectorIndex`` per namespace, loaded on first use and kept current from the change log.
+"""What recall and reorbit need of a namespace's vectors (``VectorSearch``, ``VectorIndexes``),
+and SQLite's answer: one in-memory ``VectorIndex`` per namespace, loaded on first use and kept
+current from the change log (PostgreSQL's is ``pgvector.py``).
 
 Any process may write the database; before each search the index applies the change-log
 rows it has not seen, so every process recalls what every other one stored.
@@ -7,15 +9,17 @@ rows it has not seen, so every process recalls what every other one stored.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import sqlalchemy as sa
 
-from stellar_core.search.vector import VectorIndex
+from stellar_core.store import changelog
 from stellar_core.store.engine import Database
 from stellar_core.store.records import m
 from stellar_core.store.schema import memories, memory_vectors
-from stellar_core.sync import outbox
+from stellar_core.store.vector_index import VectorIndex
 
 v = memory_vectors.c
 _LIVE_VECTORS = (
@@ -23,6 +27,37 @@ _LIVE_VECTORS = (
     .join_from(memories, memory_vectors, v.seq == m.seq)
     .where(m.namespace == sa.bindparam("namespace"), m.deleted_at.is_(None))
 )
+
+
+class VectorSearch(Protocol):
+    """What recall and reorbit need of a namespace's vectors (``VectorIndex`` in memory for
+    SQLite, ``PgVectorSearch`` over pgvector for PostgreSQL)."""
+
+    def search(self, query: np.ndarray, n: int, allowed: set[int] | None = None) -> list[tuple[int, float]]:
+        """Top ``n`` (seq, cosine) for a unit query; ``allowed`` restricts to those seqs."""
+
+    def similarities(self, query: np.ndarray, seqs: Sequence[int]) -> dict[int, float]:
+        """Cosine of the query with each known seq."""
+
+    def all_similarities(self, query: np.ndarray) -> dict[int, float]:
+        """Cosine of the query with every live memory of the namespace."""
+
+    def around(self, query: np.ndarray, seqs: Iterable[int], reach: int) -> list[tuple[int, str, int, float]]:
+        """(seq, thread, position, cosine) of the memories within ``reach`` positions of the
+        given seqs in their threads, the seqs included (those in a thread)."""
+
+
+class VectorIndexes(Protocol):
+    """The vector search of every namespace of one open database."""
+
+    def get(self, namespace: str, conn: Any = None) -> VectorSearch:
+        """The namespace's vectors, as of ``conn``'s transaction."""
+
+    def warm(self, namespace: str) -> None:
+        """Load / build what the namespace's search needs now instead of on first use."""
+
+    def upkeep(self) -> None:
+        """Upkeep off the query path (the background thread calls it)."""
 
 
 class InProcessIndexes:
@@ -50,23 +85,23 @@ class InProcessIndexes:
         with index.loading:  # one thread loads a new index; the others wait for it
             if not index.loaded:
                 self._load(conn, namespace, index)
-        events = outbox.since(conn, namespace, index.watermark)
+        events = changelog.since(conn, namespace, index.watermark)
         if events:
             self._apply(conn, namespace, index, events)
         return index
 
     def warm(self, namespace: str) -> None:
-        self.get(namespace).maintain()
+        self.get(namespace).upkeep()
 
-    def maintain(self) -> None:
+    def upkeep(self) -> None:
         """Graph upkeep for every loaded index (runs off the query path)."""
         for index in list(self._indexes.values()):
-            index.maintain()
+            index.upkeep()
 
     def _load(self, conn: sa.Connection, namespace: str, index: VectorIndex) -> None:
         """Every live vector of the namespace in one pass, as of ``conn``'s snapshot: replaying
         the whole change log instead took 5.4 s at 100k memories, most of a command-line recall."""
-        index.watermark = outbox.last_seq(conn, namespace)
+        index.watermark = changelog.last_seq(conn, namespace)
         seqs, blobs, places = [], [], []
         seq_of = self._seq_of[namespace]
         for mid, seq, blob, thread, pos in conn.execute(_LIVE_VECTORS, {"namespace": namespace}).tuples():

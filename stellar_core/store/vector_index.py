@@ -1,7 +1,7 @@
 """In-memory vector index of one namespace.
 
 Exact numpy search serves small namespaces and filtered queries. A namespace that reaches
-``hnsw_min_rows`` also gets an HNSW graph (faiss), built off the query path by ``maintain()``;
+``hnsw_min_rows`` also gets an HNSW graph (faiss), built off the query path by ``upkeep()``;
 rows added since the graph was built are searched exactly and merged, so results never lag.
 Rows are append-only; a removed row is masked out, and the graph is rebuilt once a fifth of
 it is dead. Measured choice: see docs/decisions/0003-vector-index.md.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Sequence
-from typing import Any, Protocol
 
 import faiss
 import numpy as np
@@ -20,37 +19,6 @@ _HNSW_M = 32
 _EF_CONSTRUCTION = 64
 _EF_SEARCH = 128
 _ADD_CHUNK = 1024  # rows added to the graph per lock hold: keeps queries waiting < ~0.3 s
-
-
-class VectorSearch(Protocol):
-    """What recall and reorbit need of a namespace's vectors (``VectorIndex`` in memory for
-    SQLite, ``PgVectorSearch`` over pgvector for PostgreSQL)."""
-
-    def search(self, query: np.ndarray, n: int, allowed: set[int] | None = None) -> list[tuple[int, float]]:
-        """Top ``n`` (seq, cosine) for a unit query; ``allowed`` restricts to those seqs."""
-
-    def similarities(self, query: np.ndarray, seqs: Sequence[int]) -> dict[int, float]:
-        """Cosine of the query with each known seq."""
-
-    def all_similarities(self, query: np.ndarray) -> dict[int, float]:
-        """Cosine of the query with every live memory of the namespace."""
-
-    def around(self, query: np.ndarray, seqs: Iterable[int], reach: int) -> list[tuple[int, str, int, float]]:
-        """(seq, thread, position, cosine) of the memories within ``reach`` positions of the
-        given seqs in their threads, the seqs included (those in a thread)."""
-
-
-class VectorIndexes(Protocol):
-    """The vector search of every namespace of one open database."""
-
-    def get(self, namespace: str, conn: Any = None) -> VectorSearch:
-        """The namespace's vectors, as of ``conn``'s transaction."""
-
-    def warm(self, namespace: str) -> None:
-        """Load / build what the namespace's search needs now instead of on first use."""
-
-    def maintain(self) -> None:
-        """Upkeep off the query path (the background thread calls it)."""
 
 
 class VectorIndex:
@@ -63,7 +31,7 @@ class VectorIndex:
         self.loaded = False  # filled from the database once (InProcessIndexes)
         self.loading = threading.Lock()
         self._lock = threading.RLock()
-        self._maintaining = threading.Lock()  # one build at a time (upkeep thread and warm())
+        self._building = threading.Lock()  # one build at a time (upkeep thread and warm())
         self._vecs = np.zeros((1024, dim), dtype=np.float32)
         self._n = 0
         self._alive = np.zeros(1024, dtype=bool)
@@ -200,12 +168,12 @@ class VectorIndex:
         """True once the HNSW graph exists."""
         return self._hnsw is not None
 
-    def maintain(self) -> None:
+    def upkeep(self) -> None:
         """Build, extend or rebuild the HNSW graph as the namespace needs."""
-        with self._maintaining:
-            self._maintain()
+        with self._building:
+            self._build_graph()
 
-    def _maintain(self) -> None:
+    def _build_graph(self) -> None:
         if len(self) < self.hnsw_min_rows:
             return
         if self._hnsw is None or self._dead_in_hnsw > self._hnsw_rows // 5:

@@ -156,7 +156,7 @@ class PgVectorIndexes:
                 conn.exec_driver_sql("RESET maintenance_work_mem")
                 conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _REBUILD_LOCK})
 
-    def maintain(self) -> None:
+    def upkeep(self) -> None:
         """Add waiting vectors to the graph for up to ``MAINTAIN_SECONDS``."""
         deadline = time.monotonic() + MAINTAIN_SECONDS
         while self.index_pending(INDEX_BATCH) == INDEX_BATCH and time.monotonic() < deadline:

@@ -1,0 +1,73 @@
+"""The change log (outbox): one ``ChangeEvent`` per change, written in the change's own
+transaction, and built here only (``event``).
+
+It is the source of truth for other processes: vector indexes catch up from it, and the sync
+issue publishes it to Redis Streams.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from stellar_core.models import ChangeEvent, Memory, Op
+from stellar_core.store.dialect import Dialect
+from stellar_core.store.schema import changes
+
+c = changes.c
+
+
+def event(
+    x: Memory | tuple[str, str],
+    op: Op,
+    agent: str,
+    hlc: str,
+    now: float,
+    payload: dict[str, Any] | None = None,
+    vector_clock: dict[str, int] | None = None,
+) -> ChangeEvent:
+    """A change to memory ``x`` (or to a (namespace, id) pair), not yet written; the vector
+    clock is the memory's unless another is given."""
+    namespace, memory_id = (x.namespace, x.id) if isinstance(x, Memory) else x
+    clock = vector_clock if vector_clock is not None else x.vector_clock if isinstance(x, Memory) else {}
+    return ChangeEvent(0, namespace, memory_id, op, agent, hlc, now, payload or {}, dict(clock))
+
+
+def record(conn: sa.Connection, dialect: Dialect, events: Sequence[ChangeEvent]) -> None:
+    """Append events to the log, in this order."""
+    rows = [
+        {"namespace": e.namespace, "memory_id": e.memory_id, "op": e.op.value, "agent": e.agent, "hlc": e.hlc,
+         "vector_clock": e.vector_clock, "payload": e.payload, "created_at": e.created_at}
+        for e in events
+    ]  # fmt: skip
+    dialect.insert_many(conn, changes, rows)
+
+
+def since(conn: sa.Connection, namespace: str, seq: int) -> list[tuple[int, str, str]]:
+    """(seq, memory_id, op) of the namespace's changes after ``seq``, oldest first."""
+    return [(int(s), mid, op) for s, mid, op in conn.execute(_SINCE, {"namespace": namespace, "seq": seq})]
+
+
+# Built once: every recall polls it.
+_SINCE = (
+    sa.select(c.seq, c.memory_id, c.op)
+    .where(c.namespace == sa.bindparam("namespace"), c.seq > sa.bindparam("seq"))
+    .order_by(c.seq)
+)
+
+
+def last_seq(conn: sa.Connection, namespace: str) -> int:
+    """Newest change seq of the namespace (0 if none)."""
+    return int(conn.execute(sa.select(sa.func.max(c.seq)).where(c.namespace == namespace)).scalar() or 0)
+
+
+def newest(conn: sa.Connection, namespace: str, after: int, limit: int) -> list[ChangeEvent]:
+    """The namespace's newest ``limit`` changes with a seq above ``after``, newest first."""
+    q = sa.select(changes).where(c.namespace == namespace, c.seq > after).order_by(c.seq.desc()).limit(limit)
+    return [
+        ChangeEvent(int(r.seq), r.namespace, r.memory_id, Op(r.op), r.agent, r.hlc, r.created_at,
+                    dict(r.payload or {}), dict(r.vector_clock or {}))
+        for r in conn.execute(q)
+    ]  # fmt: skip

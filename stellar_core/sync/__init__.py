@@ -1,1 +1,0 @@
-"""Change events between agents: clocks and the outbox."""
