@@ -319,7 +319,8 @@ def test_term_lists_keep_the_pruned_search_exact_through_writes(open_memory, bac
     texts = _zipf_texts(1_500)
     stored = mem.store_many([{"content": t, "thread": f"t{i // 20}"} for i, t in enumerate(texts)])
     cw = mem.settings.thread_context_weight
-    assert mem.engine.db.dialect.text_index_upkeep(mem.engine.db, cw, 0.0) > 0  # no time given: all still to do
+    db = mem.engine.db
+    assert db.dialect.text_index_upkeep(db, cw, 0.0) > 0  # no time given: all still to do
     mem.warm()
     assert mem.engine.db.dialect.text_index_upkeep(mem.engine.db, cw, None) == 0
     # Writes after the lists were built: memories that beat floors, an edit, forgetting.
