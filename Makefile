@@ -18,8 +18,8 @@ serve: $(STAMP)      ## every prefect.yaml deployment on its schedule, in this o
 dashboard: $(STAMP)  ## the dashboard on http://127.0.0.1:8501 (`make run`'s memory unless STELLAR_* say)
 	STELLAR_HOME="$${STELLAR_HOME:-.stellar/demo}" $(PY) -m dashboard
 
-lint: $(STAMP)
-	$(VENV)/bin/ruff check . && $(VENV)/bin/mypy
+lint: $(STAMP)       ## ruff, mypy (strict) and the import contracts
+	$(VENV)/bin/ruff check . && $(VENV)/bin/mypy && $(VENV)/bin/lint-imports
 
 bench: $(STAMP)      ## performance figures at 10k and 100k memories (minutes)
 	$(PY) -m benchmarks.bench_core

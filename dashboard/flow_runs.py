@@ -30,7 +30,7 @@ def recent(limit: int = SHOWN) -> pd.DataFrame:
     )
     from prefect.client.schemas.sorting import FlowRunSort
 
-    due = FlowRunFilter(expected_start_time=FlowRunFilterExpectedStartTime(before_=datetime.now(UTC)))
+    due = FlowRunFilter(expected_start_time=FlowRunFilterExpectedStartTime(before_=datetime.now(UTC)))  # type: ignore[arg-type]  # (a pendulum DateTime is a datetime)
     with get_client(sync_client=True) as client:
         newest = FlowRunSort.EXPECTED_START_TIME_DESC
         runs = client.read_flow_runs(flow_run_filter=due, sort=newest, limit=limit)

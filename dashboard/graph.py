@@ -79,7 +79,7 @@ def layout(hood: Neighbourhood) -> dict[str, tuple[float, float]]:
     return at
 
 
-def chart(hood: Neighbourhood) -> alt.LayerChart:
+def chart(hood: Neighbourhood) -> alt.LayerChart | alt.FacetChart:
     at = layout(hood)
     nodes = pd.DataFrame(
         [

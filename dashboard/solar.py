@@ -54,7 +54,7 @@ def orbits() -> pd.DataFrame:
     )
 
 
-def chart(memories: Sequence[Memory]) -> alt.LayerChart:
+def chart(memories: Sequence[Memory]) -> alt.LayerChart | alt.FacetChart:
     extent = len(Zone) + 1
     axis = alt.Scale(domain=[-extent, extent])
     x = alt.X("x:Q", scale=axis, axis=None)

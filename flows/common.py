@@ -17,8 +17,9 @@ from typing import Any, TypeVar
 
 from prefect import get_run_logger
 from prefect.artifacts import create_table_artifact
+from prefect.client.schemas.objects import State
 from prefect.runtime import flow_run
-from prefect.states import Failed, State
+from prefect.states import Failed
 
 from stellar_core import IngestResult, Settings, StellarError, StellarMemory
 

@@ -7,8 +7,7 @@ from typing import Any
 from prefect import flow
 
 from flows.common import Outcome, ingest_each, open_memory
-from stellar_core.connectors.api import ApiSource
-from stellar_core.connectors.files import DEFAULT_EXTENSIONS
+from stellar_core import ApiSource
 from tasks.ingest import ingest_api_source, ingest_files_source, ingest_web_source
 
 
@@ -20,9 +19,8 @@ def ingest_files_flow(
     home: str | None = None,
 ) -> Outcome:
     """Files and directory trees: new and changed files stored, deleted ones forgotten."""
-    wanted = list(extensions or DEFAULT_EXTENSIONS)
     with open_memory(home) as mem:
-        return ingest_each(paths, lambda p: ingest_files_source(mem, p, namespace, wanted), str)
+        return ingest_each(paths, lambda p: ingest_files_source(mem, p, namespace, extensions), str)
 
 
 @flow(name="ingest_web", persist_result=True)

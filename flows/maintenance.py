@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from prefect import flow
+from typing import Any, cast
+
+from prefect import Flow, flow
+from prefect.client.schemas.objects import State
 from prefect.states import Failed
 
 from flows.common import Outcome
@@ -17,10 +20,13 @@ def maintenance_flow(namespaces: list[str] | None = None, home: str | None = Non
     """Summaries first (so dedup sees them and leaves them be), then merging, rezoning and
     forgetting. Each step reports per namespace; a failing step does not stop the next, and
     fails the run after the last."""
-    steps = {"summarise": summarise_flow, "dedup": dedup_flow, "reorbit": reorbit_flow, "forget": forget_flow}
-    out, failed = {}, []
+    steps: dict[str, Flow[..., Outcome]] = {
+        "summarise": summarise_flow, "dedup": dedup_flow, "reorbit": reorbit_flow, "forget": forget_flow
+    }  # fmt: skip
+    out: dict[str, Any] = {}
+    failed = []
     for name, step in steps.items():
-        state = step(namespaces=namespaces, home=home, return_state=True)
+        state = cast(State[Outcome], step(namespaces=namespaces, home=home, return_state=True))
         result = state.result(raise_on_failure=False)
         out[name] = result if isinstance(result, dict) else {"error": f"{type(result).__name__}: {result}"}
         if not state.is_completed():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prefect import flow
 
 from flows.common import Outcome, open_memory, per_namespace
@@ -16,7 +18,7 @@ def reorbit_flow(namespaces: list[str] | None = None, home: str | None = None) -
         return per_namespace(mem, namespaces, reorbit_namespace, reorbit_counts)
 
 
-def reorbit_counts(report: ReorbitReport) -> Outcome:
+def reorbit_counts(report: ReorbitReport) -> dict[str, Any]:
     return {
         "scored": report.scored,
         "moved_inward": report.moved_inward,

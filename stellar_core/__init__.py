@@ -13,7 +13,9 @@ from stellar_core.clock import Clock, SteppingClock, SystemClock
 from stellar_core.embeddings import Embedder, OpenAIEmbedder, SentenceTransformerEmbedder
 from stellar_core.errors import (
     ConfigurationError,
+    EmbeddingError,
     NotFoundError,
+    PermanentError,
     SchemaVersionError,
     SourceError,
     SourceUnavailable,
@@ -31,6 +33,7 @@ from stellar_core.models import (
     IngestResult,
     Link,
     Memory,
+    Op,
     Principal,
     RecallHit,
     ReorbitReport,
@@ -38,6 +41,7 @@ from stellar_core.models import (
     Stats,
     Zone,
 )
+from stellar_core.scoring import ZonePolicy
 from stellar_core.settings import Settings
 from stellar_core.snippets import snippet
 
@@ -89,13 +93,16 @@ __all__ = [
     "DedupResult",
     "Document",
     "Embedder",
+    "EmbeddingError",
     "ForgetReport",
     "ImportReport",
     "IngestResult",
     "Link",
     "Memory",
     "NotFoundError",
+    "Op",
     "OpenAIEmbedder",
+    "PermanentError",
     "Principal",
     "RecallHit",
     "ReorbitReport",
@@ -116,6 +123,7 @@ __all__ = [
     "TransientError",
     "ValidationError",
     "Zone",
+    "ZonePolicy",
     "consolidate",
     "ingest_api",
     "ingest_document",

@@ -28,7 +28,7 @@ from stellar_core.models import Principal
 from stellar_core.scoring import ZonePolicy
 from stellar_core.settings import Settings
 from stellar_core.store.cache import NoCache, RedisCache
-from stellar_core.store.engine import Database
+from stellar_core.store.database import Database
 from stellar_core.store.records import VERSION
 from stellar_core.store.schema import meta
 from stellar_core.store.vectors import VectorIndexes
@@ -78,7 +78,7 @@ class Engine:
         self._indexes: VectorIndexes | None = None
         self.cache: NoCache | RedisCache = (
             RedisCache(settings.redis_url, settings.cache_ttl_seconds, settings.cache_zones,
-                       verify=settings.cache_verify)
+                       verify=settings.cache_verify, clock=self.clock.now)
             if settings.redis_url
             else NoCache()
         )  # fmt: skip

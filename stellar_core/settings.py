@@ -98,6 +98,9 @@ class Settings(BaseSettings):
 
     # --- ingestion ------------------------------------------------------------------------
     chunk_max_chars: int = Field(default=1200, ge=80, description="Longest chunk of an ingested document.")
+    file_max_bytes: int = Field(
+        default=20_000_000, ge=1, description="Largest file ingested (bytes read); larger ones are skipped."
+    )
     web_timeout_seconds: float = Field(default=10.0, gt=0, description="Seconds before a fetch fails.")
     web_max_bytes: int = Field(default=5_000_000, ge=1, description="Largest response body read.")
     web_max_redirects: int = Field(default=5, ge=0, description="Redirects followed per fetch.")
@@ -172,7 +175,7 @@ class Settings(BaseSettings):
     # --- recall --------------------------------------------------------------------------
     recall_candidates: int = Field(
         default=50, ge=1, description="Candidates taken from each index before fusion (at least 3 * k)."
-    )  # 100 scored the same on LoCoMo and cost the lexical arm a third more at 1M (decision 0020)
+    )  # 100 scored the same on LoCoMo and cost the lexical arm a third more at 1M (decision 0017)
     lexical_weight: float = Field(default=0.6, ge=0, description="Weight of the lexical arm in fusion.")
     vector_weight: float = Field(default=0.4, ge=0, description="Weight of the vector arm in fusion.")
     thread_context_weight: float = Field(

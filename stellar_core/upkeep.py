@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterable
 
 import sqlalchemy as sa
 
+from stellar_core.store.database import Database
 from stellar_core.store.dialect import in_json_list, json_list
-from stellar_core.store.engine import Database
 from stellar_core.store.records import m
 from stellar_core.store.schema import memories
 

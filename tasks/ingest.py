@@ -6,10 +6,7 @@ from collections.abc import Sequence
 
 from prefect import task
 
-from stellar_core import IngestResult, StellarMemory
-from stellar_core.connectors.api import ApiSource, ingest_api
-from stellar_core.connectors.files import DEFAULT_EXTENSIONS, ingest_path
-from stellar_core.connectors.web import ingest_url
+from stellar_core import ApiSource, IngestResult, StellarMemory, ingest_api, ingest_path, ingest_url
 from tasks.retry import TASK_OPTIONS
 
 
@@ -18,7 +15,7 @@ def ingest_files_source(
     mem: StellarMemory,
     path: str,
     namespace: str | None = None,
-    extensions: Sequence[str] = DEFAULT_EXTENSIONS,
+    extensions: Sequence[str] | None = None,
 ) -> IngestResult:
     """A file or a directory tree (unreadable files inside it are reported, not raised)."""
     return ingest_path(mem, path, namespace=namespace, extensions=extensions)

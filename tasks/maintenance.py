@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from prefect import task
 
-from stellar_core import StellarMemory
-from stellar_core.dedup import DedupResult, consolidate
-from stellar_core.summaries import SummaryResult, summarise
+from stellar_core import DedupResult, StellarMemory, SummaryResult, consolidate, summarise
 from tasks.retry import TASK_OPTIONS
 
 

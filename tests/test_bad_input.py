@@ -6,7 +6,6 @@ import hashlib
 import json
 import math
 import random
-import shutil
 import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
@@ -23,7 +22,6 @@ from stellar_core import (
     SchemaVersionError,
     Settings,
     StellarMemory,
-    SteppingClock,
     StorageError,
     ValidationError,
 )
@@ -45,21 +43,20 @@ class HashEmbedder:
         return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 
-@pytest.fixture(scope="module")
-def seeded_file(tmp_path_factory, embedder) -> Path:
-    """Two memories in a thread, a link and a memory in another namespace: built once."""
-    path = tmp_path_factory.mktemp("seeded") / "seeded.db"
-    with StellarMemory(path, embedder=embedder, clock=SteppingClock(), background=False) as mem:
-        a, b, _ = mem.store_many(
-            [
-                {"content": "Dana owns the billing service", "thread": "chat", "tags": ["people"]},
-                {"content": "billing deploys on Tuesdays", "thread": "chat"},
-                "the office closes at six",
-            ]
-        )
-        mem.link(a.id, b.id, kind="about")
-        mem.store("a memory of namespace b", namespace="b")
-    return path
+pytestmark = pytest.mark.backends
+
+
+def seed(mem: StellarMemory) -> None:
+    """Two memories in a thread, a link and a memory in another namespace."""
+    a, b, _ = mem.store_many(
+        [
+            {"content": "Dana owns the billing service", "thread": "chat", "tags": ["people"]},
+            {"content": "billing deploys on Tuesdays", "thread": "chat"},
+            "the office closes at six",
+        ]
+    )
+    mem.link(a.id, b.id, kind="about")
+    mem.store("a memory of namespace b", namespace="b")
 
 
 def snapshot(mem: StellarMemory) -> tuple[str, ...]:
@@ -77,11 +74,16 @@ def snapshot(mem: StellarMemory) -> tuple[str, ...]:
 
 
 @pytest.fixture
-def seeded(seeded_file: Path, open_memory, tmp_path: Path):
-    """Opens a private copy of the seeded database: ``seeded(**open_memory_kwargs)``."""
-    path = tmp_path / "seeded.db"
-    shutil.copyfile(seeded_file, path)
-    return lambda **kwargs: open_memory(path, **kwargs)
+def seeded(open_memory, tmp_path: Path):
+    """Opens the test's database, seeded: ``seeded(**open_memory_kwargs)``."""
+
+    def _open(**kwargs: object) -> StellarMemory:
+        mem = open_memory(tmp_path / "seeded.db", **kwargs)
+        if not mem.stats().memories:
+            seed(mem)
+        return mem
+
+    return _open
 
 
 @pytest.fixture
@@ -432,6 +434,7 @@ def test_full_text_syntax_in_queries_is_harmless(seeded, query) -> None:
 # --- damaged, foreign and newer databases ---------------------------------------------------------
 
 
+@pytest.mark.sqlite_only  # it writes the database file itself
 @pytest.mark.parametrize(
     "data",
     [
@@ -449,6 +452,7 @@ def test_a_file_that_is_not_a_database(tmp_path: Path, open_memory, data: bytes)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.db"]
 
 
+@pytest.mark.sqlite_only  # it writes the database file itself
 def test_a_database_of_a_newer_schema(tmp_path: Path, open_memory) -> None:
     path = tmp_path / "newer.db"
     mem = open_memory(path)
@@ -468,6 +472,7 @@ def test_a_database_of_a_newer_schema(tmp_path: Path, open_memory) -> None:
     assert rows == [(x.id, x.content) for x in stored]
 
 
+@pytest.mark.sqlite_only  # it writes the database file itself
 def test_another_applications_database_is_left_alone(tmp_path: Path, open_memory) -> None:
     path = tmp_path / "app.db"
     with sqlite3.connect(path) as con:

@@ -138,7 +138,7 @@ def test_many_readers_missing_at_once_query_the_database_once(cached) -> None:
     assert len(reads) == 1
 
 
-def test_memory_works_while_redis_is_away_and_misses_nothing_after(open_memory, tmp_path, caplog) -> None:
+def test_memory_works_while_redis_is_away_and_misses_nothing_after(open_memory, clock, tmp_path, caplog):
     server = Redis(tmp_path / "redis")
     server.start()
     try:
@@ -155,7 +155,7 @@ def test_memory_works_while_redis_is_away_and_misses_nothing_after(open_memory, 
             assert mem.get(y.id).content == y.content
         assert len([r for r in caplog.records if "unavailable" in r.message]) == 1  # logged once
         os.kill(server._proc.pid, signal.SIGCONT)  # back, with the stale copy still inside
-        time.sleep(1.1)  # the retry interval
+        clock.advance(seconds=1.1)  # past the retry interval: Redis is asked again
         reads = _reads(mem)
         assert mem.get(x.id).content == "the spare key is with Tomas"
         assert mem.get(x.id).content == "the spare key is with Tomas"

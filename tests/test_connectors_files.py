@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from stellar_core import IngestResult, StellarMemory, SteppingClock, ValidationError
+from stellar_core import IngestResult, Settings, StellarMemory, SteppingClock, ValidationError
 from stellar_core.connectors.files import chunk_markdown, ingest_path, watch_path
 from stellar_core.models import Memory
 
@@ -206,12 +206,12 @@ def test_bad_files_are_skipped_and_nothing_stored_is_lost(mem: StellarMemory, tm
 
 
 def test_oversized_files_and_unreadable_directories_are_skipped(
-    mem: StellarMemory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    open_memory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from stellar_core.connectors import files
 
+    mem = open_memory(settings=Settings(file_max_bytes=100))
     root = write(tmp_path / "docs", {"big.md": "x" * 200, "small.md": "Small."})
-    monkeypatch.setattr(files, "MAX_FILE_BYTES", 100)
     result = ingest_path(mem, root)
     assert result.new == 1 and "larger than" in result.skipped[0][1]
 
@@ -274,18 +274,22 @@ def test_watch_does_not_ingest_again_what_it_only_read(mem: StellarMemory, tmp_p
     root = write(tmp_path / "quiet", {"a.md": "Alpha.", "b.md": "Bravo."})
     stop = threading.Event()
     batches: list[IngestResult] = []
+    rounds: list[IngestResult] = []
     watcher = threading.Thread(
-        target=lambda: watch_path(mem, root, stop, settle_seconds=0.1, on_change=batches.append)
+        target=lambda: watch_path(
+            mem, root, stop, settle_seconds=0.1, on_change=batches.append, on_round=rounds.append
+        )
     )
     watcher.start()
     try:
         wait_for(lambda: len(all_memories(mem)) == 2)
         (root / "a.md").read_text()  # as any reader would
-        time.sleep(1.0)
+        seen = len(rounds)
+        wait_for(lambda: len(rounds) >= seen + 3)  # the watcher looked three times since
     finally:
         stop.set()
         watcher.join(timeout=10)
-    assert batches == []
+    assert batches == [] and all(r == IngestResult() for r in rounds)
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -325,10 +329,8 @@ def test_special_files_named_directly_are_refused_without_reading(mem: StellarMe
         assert result.new == 0 and "not a regular file" in result.skipped[0][1], result
 
 
-def test_the_size_limit_counts_the_bytes_read(mem: StellarMemory, tmp_path: Path, monkeypatch) -> None:
-    from stellar_core.connectors import files
-
-    monkeypatch.setattr(files, "MAX_FILE_BYTES", 1_000)
+def test_the_size_limit_counts_the_bytes_read(open_memory, tmp_path: Path) -> None:
+    mem = open_memory(settings=Settings(file_max_bytes=1_000))
     (tmp_path / "big.md").write_text("x" * 1_001)
     assert "larger than 1,000 bytes" in ingest_path(mem, tmp_path / "big.md").skipped[0][1]
 

@@ -272,10 +272,10 @@ def listening_on(port: int) -> set[str]:
 
 
 def settled(page: Page) -> None:
-    """Wait for the script run to end: until then Streamlit shows the last run's elements too."""
+    """Wait for the script run to end: until then Streamlit shows the last run's elements too.
+    (Expectations that follow wait for their own state: this only keeps stale ones out.)"""
     from playwright.sync_api import expect
 
-    page.wait_for_timeout(200)
     expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=60_000)
 
 

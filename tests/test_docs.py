@@ -39,7 +39,7 @@ def test_public_api_is_sorted_and_complete() -> None:
 
 def test_importing_stellar_core_does_not_load_the_jobs_libraries() -> None:
     """An agent that only stores and recalls does not pay for the connectors or torch."""
-    heavy = ("trafilatura", "watchdog", "torch")
+    heavy = ("trafilatura", "watchdog", "torch", "faiss")
     code = f"import sys, stellar_core; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
@@ -96,3 +96,13 @@ def test_the_readme_tells_operators_where_worker_settings_go() -> None:
     section = readme[readme.index("### Running the pipeline on a Prefect server") :]
     for needed in ("STELLAR_HOME", "STELLAR_DATABASE_URL", "STELLAR_WEB_ALLOW_HOSTS", "job_variables"):
         assert needed in section, needed
+
+
+def test_the_readme_layout_names_every_module() -> None:
+    """A newcomer finds every module in the layout section, with a line on what it does."""
+    readme = (ROOT / "README.md").read_text()
+    layout = readme[readme.index("## Layout") : readme.index("## Benchmarks")]
+    modules = {p.stem for p in (ROOT / "stellar_core").rglob("*.py") if "migrations" not in p.parts}
+    modules -= {"__init__"}
+    missing = {m for m in modules if not re.search(rf"\b{m}(\.py)?\b", layout)}
+    assert not missing, f"the README's layout does not name {sorted(missing)}"

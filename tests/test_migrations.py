@@ -9,8 +9,8 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
+from stellar_core.store.database import MIGRATIONS
 from stellar_core.store.dialect import namespace_token
-from stellar_core.store.engine import MIGRATIONS
 
 TURNS = [
     "user: where did the team hold the launch review?",

@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from stellar_core import Settings, StellarMemory
-from stellar_core.store import pgtext, pgvector
+from stellar_core.store import pgtext
 from tests.fakes import HashEmbedder
 from tests.services import Postgres
 
@@ -49,8 +49,8 @@ def _waiting(mem: StellarMemory) -> int:
 def test_new_vectors_are_found_before_and_after_they_join_the_graph(
     open_memory, backend, monkeypatch, rebuild_min: int
 ) -> None:
-    monkeypatch.setattr(pgvector, "REBUILD_MIN", rebuild_min)  # 100: warm() rebuilds the graph
     mem = open_memory(embedder=HashEmbedder())
+    mem.engine.db.dialect.rebuild_min = rebuild_min  # 100: warm() rebuilds the graph
     ids = [x.id for x in mem.store_many([f"telemetry frame {i} from probe {i % 5}" for i in range(120)])]
     assert _waiting(mem) == 120  # the insert left the graph alone
     before = [h.memory.id for h in mem.recall("telemetry frame 42 probe", k=5)]
@@ -313,9 +313,8 @@ _OFF_THE_LISTS = f"""
 
 
 def test_term_lists_keep_the_pruned_search_exact_through_writes(open_memory, backend, monkeypatch) -> None:
-    monkeypatch.setattr(pgtext, "LIST_SIZE", 8)
-    monkeypatch.setattr(pgtext, "EXHAUSTIVE_POSTINGS", 0)
     mem = open_memory(embedder=HashEmbedder())
+    mem.engine.db.dialect.text_tuning = pgtext.Tuning(list_size=8, exhaustive_postings=0)
     texts = _zipf_texts(1_500)
     stored = mem.store_many([{"content": t, "thread": f"t{i // 20}"} for i, t in enumerate(texts)])
     cw = mem.settings.thread_context_weight
@@ -348,13 +347,13 @@ def test_term_lists_keep_the_pruned_search_exact_through_writes(open_memory, bac
     for q in queries:
         before = len(seen)
         with mem.engine.db.read() as conn:
-            pruned = pgtext.search(conn, ns, q.split(), 10, cw)
+            pruned = pgtext.search(conn, ns, q.split(), 10, cw, tuning=pgtext.Tuning(exhaustive_postings=0))
         issued = [s for s, _ in seen[before:] if "text_top" in s]
         stopped_on_lists += len(issued) == 1 and "@@" not in issued[0]  # the lists alone sufficed
-        monkeypatch.setattr(pgtext, "EXHAUSTIVE_POSTINGS", 10**9)
         with mem.engine.db.read() as conn:
-            exhaustive = pgtext.search(conn, ns, q.split(), 10, cw)
-        monkeypatch.setattr(pgtext, "EXHAUSTIVE_POSTINGS", 0)
+            exhaustive = pgtext.search(
+                conn, ns, q.split(), 10, cw, tuning=pgtext.Tuning(exhaustive_postings=10**9)
+            )
         assert [(s, round(x, 9)) for s, x in pruned] == [(s, round(x, 9)) for s, x in exhaustive], q
     assert stopped_on_lists >= 10
 
@@ -370,10 +369,10 @@ def test_the_pruned_lexical_search_finds_the_exhaustive_top(open_memory, backend
     ns = mem.namespace
 
     def search(exhaustive: bool, q: str) -> list[tuple[int, float]]:
-        monkeypatch.setattr(pgtext, "EXHAUSTIVE_POSTINGS", 10**9 if exhaustive else 0)
-        monkeypatch.setattr(pgtext, "RARE_POSTINGS", 40)
+        tuning = pgtext.Tuning(exhaustive_postings=10**9 if exhaustive else 0, rare_postings=40)
         with mem.engine.db.read() as conn:
-            return [(seq, round(score, 9)) for seq, score in pgtext.search(conn, ns, q.split(), 10, 0.3)]
+            found = pgtext.search(conn, ns, q.split(), 10, 0.3, tuning=tuning)
+        return [(seq, round(score, 9)) for seq, score in found]
 
     stopped_early = 0
     for q in queries:

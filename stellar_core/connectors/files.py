@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_EXTENSIONS", "chunk_markdown", "ingest_file", "ingest_path", "watch_path"]
 
 DEFAULT_EXTENSIONS = (".md", ".markdown", ".txt", ".json")
-MAX_FILE_BYTES = 20_000_000  # larger files are skipped: they are data, not memories
 
 
 def ingest_path(
@@ -44,19 +43,20 @@ def ingest_path(
     path: Path | str,
     *,
     namespace: str | None = None,
-    extensions: Iterable[str] = DEFAULT_EXTENSIONS,
+    extensions: Iterable[str] | None = None,
     importance: float = 0.5,
     max_chars: int | None = None,
 ) -> IngestResult:
     """Ingest a file, or every matching file under a directory, and forget deleted ones.
 
-    Files whose suffix is not in ``extensions`` are ignored when walking a directory (and
+    Files whose suffix is not in ``extensions`` (default ``DEFAULT_EXTENSIONS``: markdown, text
+    and JSON) are ignored when walking a directory (and
     reported as skipped when named directly); hidden files and directories are not walked.
     Unreadable, binary, oversized, non-UTF-8 and invalid JSON files are skipped with a reason.
     """
     root = Path(path).absolute()
     check.importance(importance)  # bad arguments fail the call, not every file one by one
-    wanted = _suffixes(extensions)
+    wanted = _suffixes(DEFAULT_EXTENSIONS if extensions is None else extensions)
     if root.is_dir():
         skipped: list[tuple[str, str]] = []
         try:
@@ -64,7 +64,8 @@ def ingest_path(
             files = sorted(_walk(root, wanted, skipped))
         except OSError as exc:
             return IngestResult(skipped=[(str(root), f"unreadable directory: {exc.strerror or exc}")])
-        docs = (doc for file in files if (doc := _document(file, skipped)) is not None)
+        limit = mem.settings.file_max_bytes
+        docs = (doc for file in files if (doc := _document(file, skipped, limit)) is not None)
         result = ingest_documents(mem, docs, namespace=namespace, importance=importance, max_chars=max_chars)
         return result + IngestResult(skipped=skipped) + _forget_deleted(mem, root, namespace)
     if not root.exists():
@@ -88,24 +89,25 @@ def ingest_file(
 ) -> IngestResult:
     """One file as one source; a file that cannot be read is skipped with the reason."""
     skipped: list[tuple[str, str]] = []
-    doc = _document(file, skipped)
+    doc = _document(file, skipped, mem.settings.file_max_bytes)
     if doc is None:
         return IngestResult(skipped=skipped)
     return ingest_documents(mem, [doc], namespace=namespace, importance=importance, max_chars=max_chars)
 
 
-def _document(file: Path, skipped: list[tuple[str, str]]) -> Document | None:
+def _document(file: Path, skipped: list[tuple[str, str]], limit: int) -> Document | None:
     """The file as a source document, or None (and why, in ``skipped``)."""
     key = file.absolute().as_posix()
-    text, reason = read_text(file)
+    text, reason = read_text(file, limit)
     if text is None:
         skipped.append((key, reason))
         return None
     return Document("file", key, text, metadata={"file_name": file.name})
 
 
-def read_text(file: Path) -> tuple[str | None, str]:
-    """The file's text (JSON pretty-printed), or None and why it cannot be ingested.
+def read_text(file: Path, limit: int) -> tuple[str | None, str]:
+    """The file's text (JSON pretty-printed), or None and why it cannot be ingested (larger
+    than ``limit`` bytes, say).
 
     Only regular files are opened (a FIFO would block the read forever, a device never end),
     and the size limit counts the bytes actually read, not what ``stat`` claims."""
@@ -113,11 +115,11 @@ def read_text(file: Path) -> tuple[str | None, str]:
         if not stat.S_ISREG(os.stat(file).st_mode):
             return None, "not a regular file (a pipe, device or socket)"
         with open(file, "rb") as f:
-            data = f.read(MAX_FILE_BYTES + 1)
+            data = f.read(limit + 1)
     except OSError as exc:
         return None, f"unreadable: {exc.strerror or exc}"
-    if len(data) > MAX_FILE_BYTES:
-        return None, f"larger than {MAX_FILE_BYTES:,} bytes"
+    if len(data) > limit:  # larger files are data, not memories
+        return None, f"larger than {limit:,} bytes"
     if b"\x00" in data:
         return None, "binary (contains NUL bytes)"
     try:
@@ -146,21 +148,24 @@ def watch_path(
     stop: threading.Event,
     *,
     namespace: str | None = None,
-    extensions: Iterable[str] = DEFAULT_EXTENSIONS,
+    extensions: Iterable[str] | None = None,
     importance: float = 0.5,
     settle_seconds: float = 0.5,
     on_change: Callable[[IngestResult], None] | None = None,
+    on_round: Callable[[IngestResult], None] | None = None,
 ) -> IngestResult:
     """Ingest a directory, then every change under it as it happens, until ``stop`` is set.
 
     Changes are collected for ``settle_seconds`` (an editor saving a file fires several
     events) and then ingested: created or modified files are (re)ingested, deleted or
-    moved-away files forgotten. ``on_change`` is told each batch's result.
+    moved-away files forgotten. ``on_change`` is told each batch's result; ``on_round`` every
+    round's, an empty result when nothing changed (a caller can tell "nothing happened" from
+    "not looked yet").
     """
     root = Path(path).absolute()
     if not root.is_dir():
         raise ValidationError(f"can only watch a directory: {root}")
-    wanted = _suffixes(extensions)
+    wanted = _suffixes(DEFAULT_EXTENSIONS if extensions is None else extensions)
     total = ingest_path(mem, root, namespace=namespace, extensions=wanted, importance=importance)
     changed: set[Path] = set()
     lock = threading.Lock()
@@ -181,11 +186,14 @@ def watch_path(
         while not stop.wait(settle_seconds):
             with lock:
                 batch, changed = sorted(changed), set()
-            if batch:
-                result = _ingest_changes(mem, root, batch, wanted, namespace, importance)
-                total += result
-                if on_change is not None:
-                    on_change(result)
+            result = (
+                _ingest_changes(mem, root, batch, wanted, namespace, importance) if batch else IngestResult()
+            )
+            total += result
+            if batch and on_change is not None:
+                on_change(result)
+            if on_round is not None:
+                on_round(result)
     finally:
         observer.stop()
         observer.join(timeout=5)

@@ -86,7 +86,7 @@ def recall(
 
     With ``side`` (a second read connection), the lexical arm runs on it while the vector
     arm runs on ``conn``: the database works on both at once (at 1M memories on PostgreSQL,
-    recall p50 16.5 -> 13.2 ms, p95 36.5 -> 29.4 ms; decision 0019).
+    recall p50 16.5 -> 13.2 ms, p95 36.5 -> 29.4 ms; decision 0017).
     """
     namespace, text, vector, k, filters, expand = (
         query.namespace, query.text, query.vector, query.k, query.filters, query.expand

@@ -95,6 +95,7 @@ class RedisCache:
         lease_seconds: float = 2.0,
         retry_seconds: float = 1.0,
         verify: bool = True,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         import redis
 
@@ -106,7 +107,8 @@ class RedisCache:
         self._ttl_ms = int(ttl_seconds * 1000)
         self._lease_ms = int(lease_seconds * 1000)
         self._zones = {str(z) for z in zones}
-        self._retry = retry_seconds
+        self._retry = retry_seconds  # Redis is left alone this long after a failure (by ``clock``)
+        self._clock = clock
         self._verify = verify
         self._lock = threading.Lock()
         self._down_since: float | None = None  # when Redis last failed; None while it answers
@@ -191,7 +193,7 @@ class RedisCache:
         """``fn()``, or None when Redis is unavailable (then skipped for ``retry_seconds``)."""
         with self._lock:
             down = self._down_since
-        if down is not None and time.monotonic() - down < self._retry:
+        if down is not None and self._clock() - down < self._retry:
             return None
         try:
             if down is not None:
@@ -201,7 +203,7 @@ class RedisCache:
             with self._lock:
                 if self._down_since is None:
                     log.warning("Redis cache unavailable, continuing without it: %s", exc)
-                self._down_since = time.monotonic()
+                self._down_since = self._clock()
             return None
         return out
 

@@ -15,7 +15,6 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
-from stellar_core.errors import ConfigurationError
 from stellar_core.settings import Settings
 
 if TYPE_CHECKING:
@@ -160,17 +159,3 @@ def json_list(values: Iterable[int]) -> str:
 def json_texts(values: Iterable[str]) -> str:
     """The value for an ``in_json_list`` parameter of strings."""
     return json.dumps(list(values))
-
-
-def dialect_for(url: sa.URL, settings: Settings) -> Dialect:
-    """The dialect object for a database URL."""
-    backend = url.get_backend_name()
-    if backend == "sqlite":
-        from stellar_core.store.sqlite import SqliteDialect
-
-        return SqliteDialect()
-    if backend == "postgresql":
-        from stellar_core.store.postgres import PostgresDialect
-
-        return PostgresDialect(settings.database_schema)
-    raise ConfigurationError(f"unsupported database {backend!r}; use SQLite or PostgreSQL")

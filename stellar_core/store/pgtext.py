@@ -15,7 +15,7 @@ or ``s`` of the common terms at once, and the search stops at the first level wh
 search's; only the work differs.
 
 A common term's bound would be its best memory's share, and that is far above what most of
-its memories get. So each common term keeps a list of the ``LIST_SIZE`` memories it weighs
+its memories get. So each common term keeps a list of the ``Tuning.list_size`` memories it weighs
 most in (ranked by saturated frequency, which is the term's share up to its IDF), and every
 level also scores the lists: a memory left off them gets at most the list's floor. The upkeep
 builds the lists (``build_lists``); every write adds a memory that beats a floor.
@@ -23,7 +23,7 @@ builds the lists (``build_lists``); every write adds a memory that beats a floor
 Within a level, a conjunction whose terms' bounds add up to less than the ``limit``-th score
 so far is not searched: a memory it would add scores no more than that sum. Each conjunction
 is its own index scan, OR-ed in one statement (one tsquery of them all made GIN evaluate the
-whole tree per posting: 27 ms where the scans take 3-4). Decision 0020 has the figures.
+whole tree per posting: 27 ms where the scans take 3-4). Decision 0017 has the figures.
 """
 
 from __future__ import annotations
@@ -35,23 +35,32 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import combinations, groupby
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from stellar_core.store.dialect import TextRows, in_json_list, json_list
-from stellar_core.store.engine import Database
-from stellar_core.store.postgres import SEQS_SQL
+from stellar_core.store.pgtypes import SEQS_SQL
 from stellar_core.store.schema import memories, memory_text
 
+if TYPE_CHECKING:
+    from stellar_core.store.database import Database
+
 K1, B = 1.2, 0.75  # the usual constants (FTS5's too)
-EXHAUSTIVE_POSTINGS = 2_000  # up to this many postings in all, every match is scored at once
-RARE_POSTINGS = 5_000  # the rarest terms, up to this many postings together, match alone
 MAX_CLAUSES = 64  # conjunctions a level may hold; a level needing more is skipped
-LIST_SIZE = 150  # memories on a common term's list; terms in more memories than this get one
-# (150, not 300: the first level of a many-word query scores every list: decision 0020)
 LIST_DRIFT = 0.2  # lists are ranked again once the average length moved this much
 BUILD_POSTINGS = 20_000  # postings read per transaction by the upkeep building lists
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Where the search switches strategy (the defaults were measured: decision 0017)."""
+
+    exhaustive_postings: int = 2_000  # up to this many postings in all, every match is scored at once
+    rare_postings: int = 5_000  # the rarest terms, up to this many postings together, match alone
+    # memories on a common term's list; terms in more memories than this get one (150, not 300:
+    # the first level of a many-word query scores every list)
+    list_size: int = 150
 
 
 @dataclass(frozen=True)
@@ -110,6 +119,7 @@ def search(
     limit: int,
     context_weight: float,
     where: sa.ColumnElement[bool] | None = None,
+    tuning: Tuning = Tuning(),
 ) -> list[tuple[int, float]]:
     """BM25 top ``limit`` (seq, score) for any of ``words`` (letters and digits only)."""
     if not words:
@@ -124,12 +134,12 @@ def search(
     if where is not None:
         allowed = conn.execute(sa.select(memories.c.seq).where(memories.c.namespace == namespace, where))
         return score([_any(terms)], seqs=json_list(allowed.scalars()))
-    if sum(t.docs for t in terms) <= EXHAUSTIVE_POSTINGS:
+    if sum(t.docs for t in terms) <= tuning.exhaustive_postings:
         return score([_any(terms)])
 
     alone, postings = [], 0  # rare terms without a list match alone
     for t in terms:
-        if not t.listed and postings + t.docs <= RARE_POSTINGS:
+        if not t.listed and postings + t.docs <= tuning.rare_postings:
             alone.append(t)
             postings += t.docs
     common = [t for t in terms if t not in alone]
@@ -375,7 +385,7 @@ def _fill_sql(match: bool) -> sa.TextClause:
     """Each term's list and floor. Postings are found through the full-text index (``match``)
     or by reading the whole namespace (faster once most of it is wanted).
 
-    The floor is the key ranked just past LIST_SIZE, and the list holds the keys above it
+    The floor is the key ranked just past the list size, and the list holds the keys above it
     only: a memory tied with the floor stays off, so a list memory can beat every other.
     """
     matching = "AND t.doc @@ CAST(:query AS tsquery)" if match else ""
@@ -403,12 +413,14 @@ def _fill_sql(match: bool) -> sa.TextClause:
     )
 
 
-def build_lists(db: Database, context_weight: float, seconds: float | None = None) -> int:
+def build_lists(
+    db: Database, context_weight: float, seconds: float | None = None, tuning: Tuning = Tuning()
+) -> int:
     """(Re)build the lists that need it, for ``seconds`` at most, a few terms per transaction
     (None: all of them, in one pass over a namespace if it needs most of its lists). Returns
     how many were left for the next round."""
     with db.read() as conn:
-        params = {"size": LIST_SIZE, "cw": context_weight, "drift": LIST_DRIFT}
+        params = {"size": tuning.list_size, "cw": context_weight, "drift": LIST_DRIFT}
         stale = conn.execute(_STALE_LISTS, params).all()
     work: list[tuple[str, list[str], bool]] = []
     for namespace, group in groupby(stale, key=operator.itemgetter(0)):
@@ -422,7 +434,7 @@ def build_lists(db: Database, context_weight: float, seconds: float | None = Non
         if seconds is not None and time.monotonic() - started >= seconds:
             return sum(len(w[1]) for w in work[done:])
         with db.write() as conn:
-            _build(conn, namespace, lexemes, context_weight, match)
+            _build(conn, namespace, lexemes, context_weight, match, tuning.list_size)
     return 0
 
 
@@ -439,7 +451,9 @@ def _chunks(rows: Sequence[Sequence[Any]]) -> Iterator[list[str]]:
         yield lexemes
 
 
-def _build(conn: sa.Connection, namespace: str, lexemes: list[str], cw: float, match: bool) -> None:
+def _build(
+    conn: sa.Connection, namespace: str, lexemes: list[str], cw: float, match: bool, size: int
+) -> None:
     # The namespace's statistics row, locked as every writer locks it: no memory is written
     # between reading the postings and setting the floors.
     docs, tokens = conn.execute(_LOCK_STATS, {"ns": namespace}).one()
@@ -447,7 +461,7 @@ def _build(conn: sa.Connection, namespace: str, lexemes: list[str], cw: float, m
         "ns": namespace,
         "lexemes": lexemes,
         "query": " | ".join(_quote(x) for x in lexemes),
-        "size": LIST_SIZE,
+        "size": size,
         "cw": cw,
         "avgdl": max(tokens / max(docs, 1), 1.0),
         "k1": K1,

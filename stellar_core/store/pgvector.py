@@ -13,23 +13,24 @@ import functools
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import sqlalchemy as sa
 from pgvector.sqlalchemy import VECTOR
 
 from stellar_core.store.dialect import in_json_list, json_list
-from stellar_core.store.engine import Database
-from stellar_core.store.postgres import SEQS_SQL, BinaryVector
+from stellar_core.store.pgtypes import SEQS_SQL, BinaryVector
 from stellar_core.store.records import live, m
 from stellar_core.store.schema import Embedding, memories, memory_vectors
+
+if TYPE_CHECKING:
+    from stellar_core.store.database import Database
 
 log = logging.getLogger(__name__)
 v = memory_vectors.c
 EF_SEARCH = 128  # candidates the graph walk keeps; as for the in-process HNSW index
 INDEX_BATCH = 500  # vectors added to the graph per transaction
-REBUILD_MIN = 10_000  # fewer waiting vectors than this are added one by one, whatever the table
 _REBUILD_LOCK = 0x5E11A13  # one rebuild at a time across every process
 MAINTAIN_SECONDS = 0.5  # per upkeep round, so recall statistics are not held up behind it
 _indexed = sa.literal_column("memory_vectors.indexed", sa.Boolean)  # PostgreSQL only: 0004
@@ -78,10 +79,11 @@ class PgVectorIndexes:
     """Hands out a ``PgVectorSearch`` per namespace and transaction; adds new vectors to the
     graph."""
 
-    def __init__(self, db: Database, dim: int, build_memory: str = "1GB") -> None:
+    def __init__(self, db: Database, dim: int, build_memory: str = "1GB", rebuild_min: int = 10_000) -> None:
         self._db = db
         self.dim = dim
         self._build_memory = build_memory
+        self._rebuild_min = rebuild_min  # fewer waiting vectors than this join the graph one by one
 
     def get(self, namespace: str, conn: sa.Connection | None = None) -> PgVectorSearch:
         if conn is None:
@@ -96,7 +98,7 @@ class PgVectorIndexes:
         """
         with self._db.read() as conn:
             waiting, total = conn.execute(_COUNTS).one()
-        if waiting >= REBUILD_MIN and 2 * waiting > total:
+        if waiting >= self._rebuild_min and 2 * waiting > total:
             self.rebuild()
         while self.index_pending(INDEX_BATCH):
             pass
@@ -119,9 +121,9 @@ class PgVectorIndexes:
         graph. Where the server has ``pg_prewarm`` and this role may create it (or it exists).
         A fresh build or a restart leaves them on disk, and the first thousand recalls then
         read them page by page. Measured at 1M: recall p95 167 ms cold, 30 ms after a 1.4 s
-        prewarm of the graph (decision 0019); the first 300 recalls after a restart p50 18.8 /
+        prewarm of the graph (decision 0017); the first 300 recalls after a restart p50 18.8 /
         p95 38.6 ms with the graph alone prewarmed, 11.5 / 24.8 ms with the text too (4 GB of
-        buffers); decision 0021 has the figures with the vector and memory rows too."""
+        buffers); decision 0017 has the figures with the vector and memory rows too."""
         try:
             with self._db.write() as conn:
                 conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pg_prewarm")

@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import psycopg
 import sqlalchemy as sa
-from psycopg.adapt import Dumper
-from psycopg.pq import Format
 from psycopg.types.json import Jsonb
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Engine
@@ -20,47 +17,9 @@ from stellar_core.embeddings import Embedder
 from stellar_core.settings import Settings
 from stellar_core.store.dialect import TextRows
 from stellar_core.store.schema import Embedding
-from stellar_core.store.vectors import VectorIndexes
 
-
-class BinaryVector:
-    """A vector bound in pgvector's binary format. pgvector's own SQLAlchemy type binds text,
-    and formatting 384 floats as text cost more than the whole insert (measured: 0.3 ms a row)."""
-
-    __slots__ = ("array",)
-
-    def __init__(self, array: np.ndarray) -> None:
-        self.array = array
-
-
-class _BinaryVectorDumper(Dumper):
-    format = Format.BINARY
-    oid = 0  # left to the server, which infers ``vector`` from the column or the cast
-
-    def dump(self, obj: BinaryVector) -> bytes:
-        a = obj.array
-        return struct.pack(">HH", a.shape[0], 0) + a.astype(">f4", copy=False).tobytes()
-
-
-psycopg.adapters.register_dumper(BinaryVector, _BinaryVectorDumper)
-
-
-class VectorType(sa.types.UserDefinedType[Any]):
-    """pgvector's ``vector`` column: bound as ``BinaryVector``, read from its text form."""
-
-    cache_ok = True
-
-    def get_col_spec(self, **kw: Any) -> str:
-        return "VECTOR"
-
-    def bind_processor(self, dialect: sa.Dialect) -> Any:
-        return None
-
-    def result_processor(self, dialect: sa.Dialect, coltype: Any) -> Any:
-        def load(value: str | None) -> np.ndarray | None:
-            return None if value is None else np.fromstring(value[1:-1], dtype=np.float32, sep=",")
-
-        return load
+if TYPE_CHECKING:
+    from stellar_core.store.vectors import VectorIndexes
 
 
 def _binary_copy(table: sa.Table, names: Sequence[str], rows: Sequence[dict[str, Any]]) -> bytes:
@@ -93,7 +52,11 @@ class PostgresDialect:
     parallel_reads = True
 
     def __init__(self, schema: str | None = None) -> None:
+        from stellar_core.store.pgtext import Tuning
+
         self.schema = schema
+        self.text_tuning = Tuning()  # where the full-text search switches strategy
+        self.rebuild_min = 10_000  # fewer waiting vectors than this join the graph one by one
 
     def engine_kwargs(self, settings: Settings) -> dict[str, Any]:
         connect_args = {"options": f"-csearch_path={self.schema},public"} if self.schema else {}
@@ -113,7 +76,7 @@ class PostgresDialect:
         """pgvector's HNSW index, searched in SQL: nothing held per process."""
         from stellar_core.store.pgvector import PgVectorIndexes
 
-        return PgVectorIndexes(db, dim, settings.db_index_build_memory)
+        return PgVectorIndexes(db, dim, settings.db_index_build_memory, self.rebuild_min)
 
     def prepare_vectors(self, conn: sa.Connection, embedder: Embedder) -> None:
         """The HNSW index for this embedding width (created once; the caller holds the
@@ -184,7 +147,7 @@ class PostgresDialect:
         """Builds the common terms' lists (search/pgtext.py)."""
         from stellar_core.store import pgtext
 
-        return pgtext.build_lists(db, context_weight, seconds)
+        return pgtext.build_lists(db, context_weight, seconds, self.text_tuning)
 
     def text_search(
         self,
@@ -197,10 +160,9 @@ class PostgresDialect:
     ) -> list[tuple[int, float]]:
         from stellar_core.store import pgtext
 
-        return pgtext.search(conn, namespace, terms, limit, context_weight, where)
+        return pgtext.search(conn, namespace, terms, limit, context_weight, where, self.text_tuning)
 
 
 # In plain-SQL statements: the integers of the JSON list bound as :seqs (cf. in_json_list).
-SEQS_SQL = "SELECT CAST(value AS BIGINT) FROM jsonb_array_elements_text(CAST(:seqs AS jsonb)) AS value"
 
 _NEXT_SEQS = sa.text("SELECT nextval(pg_get_serial_sequence(:table, 'seq')) FROM generate_series(1, :n)")

@@ -23,7 +23,7 @@ class Embedding(sa.types.TypeDecorator[np.ndarray]):
 
     def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[Any]:
         if dialect.name == "postgresql":
-            from stellar_core.store.postgres import VectorType
+            from stellar_core.store.pgtypes import VectorType
 
             return dialect.type_descriptor(VectorType())
         return dialect.type_descriptor(sa.LargeBinary())
@@ -33,7 +33,7 @@ class Embedding(sa.types.TypeDecorator[np.ndarray]):
             return None
         vec = np.asarray(value, dtype="<f4")
         if dialect.name == "postgresql":
-            from stellar_core.store.postgres import BinaryVector
+            from stellar_core.store.pgtypes import BinaryVector
 
             return BinaryVector(vec)
         return vec.tobytes()

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
-import faiss
 import numpy as np
+
+if TYPE_CHECKING:
+    import faiss
 
 _HNSW_M = 32
 _EF_CONSTRUCTION = 64
@@ -190,6 +193,8 @@ class VectorIndex:
             n_before = self._n
             live = np.flatnonzero(self._alive[:n_before])
             vecs, seqs = self._vecs[live].copy(), self._seq[live].copy()
+        import faiss  # on first use: most processes never build a graph
+
         graph = faiss.IndexHNSWFlat(self.dim, _HNSW_M, faiss.METRIC_INNER_PRODUCT)
         graph.hnsw.efConstruction = _EF_CONSTRUCTION
         graph.hnsw.efSearch = _EF_SEARCH

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import sqlalchemy as sa
 
 from stellar_core.store import changelog
-from stellar_core.store.engine import Database
 from stellar_core.store.records import m
 from stellar_core.store.schema import memories, memory_vectors
 from stellar_core.store.vector_index import VectorIndex
+
+if TYPE_CHECKING:
+    from stellar_core.store.database import Database
 
 v = memory_vectors.c
 _LIVE_VECTORS = (

@@ -17,9 +17,9 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 
-from stellar_core.errors import SchemaVersionError, StorageError, TransientError
+from stellar_core.errors import ConfigurationError, SchemaVersionError, StorageError, TransientError
 from stellar_core.settings import Settings
-from stellar_core.store.dialect import Dialect, dialect_for
+from stellar_core.store.dialect import Dialect
 from stellar_core.store.schema import memories
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -226,3 +226,17 @@ def _translated() -> Iterator[None]:
         if state in ("40P01", "40001") or state.startswith("08"):
             raise TransientError(f"database temporarily unavailable: {exc.orig}") from exc
         raise
+
+
+def dialect_for(url: sa.URL, settings: Settings) -> Dialect:
+    """The dialect object for a database URL."""
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        from stellar_core.store.sqlite import SqliteDialect
+
+        return SqliteDialect()
+    if backend == "postgresql":
+        from stellar_core.store.postgres import PostgresDialect
+
+        return PostgresDialect(settings.database_schema)
+    raise ConfigurationError(f"unsupported database {backend!r}; use SQLite or PostgreSQL")
