@@ -71,20 +71,9 @@ class StellarMemory:
             s = s.model_copy(update={"database_url": _url_for(location)})
         self.engine = Engine(s, namespace=namespace, principal=agent, embedder=embedder, clock=clock,
                              background=background, create=create)  # fmt: skip
-
-    @property
-    def settings(self) -> Settings:
-        return self.engine.settings
-
-    @property
-    def namespace(self) -> str:
-        """The namespace of calls that name none."""
-        return self.engine.namespace
-
-    @property
-    def principal(self) -> Principal:
-        """Who acts in calls that name nobody."""
-        return self.engine.principal
+        self.settings = s
+        self.namespace: str = self.engine.namespace  # of calls that name none
+        self.principal: Principal = self.engine.principal  # who acts in calls that name nobody
 
     # --- lifetime ------------------------------------------------------------------------------
     def close(self) -> None:
