@@ -16,7 +16,9 @@ import sqlalchemy as sa
 from stellar_core.clock import DAY, bump
 from stellar_core.models import Op, ReorbitReport, Zone
 from stellar_core.scoring import BOUNDED, ZonePolicy, forget_after_days, score_sql
+from stellar_core.settings import Settings
 from stellar_core.store import changelog, fulltext
+from stellar_core.store.dialect import Dialect
 from stellar_core.store.records import live, m
 from stellar_core.store.schema import links, memories
 from stellar_core.writes import Transaction
@@ -128,14 +130,7 @@ def _rezone(conn: sa.Connection, orbit: sa.Table, policy: ZonePolicy) -> tuple[i
 
 
 def _forget(tx: Transaction) -> int:
-    conn, dialect, namespace, s, now, agent = (
-        tx.conn,
-        tx.dialect,
-        tx.namespace,
-        tx.settings,
-        tx.now,
-        tx.principal.id,
-    )
+    conn, dialect, namespace, s, now, agent = _unpack(tx)
     idle_limit = DAY * forget_after_days(m.importance, s)
     rows = conn.execute(
         memories.update()
@@ -171,14 +166,7 @@ def _forget(tx: Transaction) -> int:
 
 
 def _purge(tx: Transaction) -> int:
-    conn, dialect, namespace, s, now, agent = (
-        tx.conn,
-        tx.dialect,
-        tx.namespace,
-        tx.settings,
-        tx.now,
-        tx.principal.id,
-    )
+    conn, dialect, namespace, s, now, agent = _unpack(tx)
     rows = conn.execute(
         memories.delete()
         .where(
@@ -196,3 +184,7 @@ def _purge(tx: Transaction) -> int:
               for mid, vc in rows]  # fmt: skip
     changelog.record(conn, dialect, events)
     return len(rows)
+
+
+def _unpack(tx: Transaction) -> tuple[sa.Connection, Dialect, str, Settings, float, str]:
+    return tx.conn, tx.dialect, tx.namespace, tx.settings, tx.now, tx.principal.id
