@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.palette import preview
-from stellar_core import Memory, StellarError, StellarMemory, snippet
+from stellar_core import Memory, Principal, StellarError, StellarMemory, snippet
 
 PAGE = 50
 COLUMNS = ["content", "source", "zone", "score", "importance", "recalls", "tags", "pinned", "id"]
@@ -42,17 +42,17 @@ def done(message: str) -> None:
     st.rerun()
 
 
-def render(mem: StellarMemory, namespace: str) -> None:
+def render(mem: StellarMemory, namespace: str, who: Principal) -> None:
     st.header("Memories")
     if message := st.session_state.pop("browser_done", None):
         st.success(message)
     query = st.text_input("Search", placeholder="a question or words (empty: all, highest score first)")
     if query.strip():
-        hits = mem.recall(query, k=PAGE, count=False, namespace=namespace)
+        hits = mem.recall(query, k=PAGE, count=False, namespace=namespace, principal=who)
         found, relevance = [h.memory for h in hits], [h.relevance for h in hits]
     else:
         page = st.number_input("Page", min_value=1, value=1, step=1)
-        found = mem.memories(limit=PAGE, offset=(int(page) - 1) * PAGE, namespace=namespace)
+        found = mem.memories(limit=PAGE, offset=(int(page) - 1) * PAGE, namespace=namespace, principal=who)
         relevance = None
     st.dataframe(table(found, relevance, query.strip()), hide_index=True, width="stretch")
     if not found:
@@ -78,8 +78,9 @@ def render(mem: StellarMemory, namespace: str) -> None:
                 pinned=pinned,
                 tags=[t.strip() for t in tags.split(",") if t.strip()],
                 namespace=namespace,
+                principal=who,
             )
-        except StellarError as exc:  # e.g. empty content: nothing was changed
+        except StellarError as exc:  # e.g. empty content, or a reader: nothing was changed
             st.error(f"Not saved: {exc}")
         else:
             done("Saved.")
@@ -97,7 +98,7 @@ def render(mem: StellarMemory, namespace: str) -> None:
     if yes.button("Forget it", type="primary"):
         st.session_state.pop("forget_asked", None)
         try:
-            mem.forget(x.id, namespace=namespace)
+            mem.forget(x.id, namespace=namespace, principal=who)
         except StellarError as exc:
             st.error(f"Not forgotten: {exc}")
         else:

@@ -9,8 +9,9 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from dashboard import auth
 from dashboard.palette import preview
-from stellar_core import ChangeEvent, StellarMemory
+from stellar_core import ChangeEvent, Principal, StellarError, StellarMemory
 
 SHOWN = 100
 
@@ -39,14 +40,20 @@ def table(found: Sequence[ChangeEvent]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["time", "op", "agent", "memory", "details", "seq"])
 
 
-def render(mem: StellarMemory, namespace: str) -> None:
+def render(mem: StellarMemory, namespace: str, who: Principal) -> None:
     st.header("Events")
     live = st.toggle("Live", value=True, help="Refresh every few seconds")
     every = mem.settings.dashboard_refresh_seconds if live else None
 
     @st.fragment(run_every=every)
     def feed() -> None:
-        found = mem.events(limit=SHOWN, namespace=namespace)
+        if auth.principal(mem) != who:  # the key was revoked or expired since: to the sign-in
+            st.rerun()
+        try:  # a fragment's own reruns are outside the app's error handling
+            found = mem.events(limit=SHOWN, namespace=namespace, principal=who)
+        except StellarError as exc:
+            st.error(str(exc))
+            return
         st.caption(f"The newest {len(found)} changes (UTC), from every agent and flow.")
         st.dataframe(table(found), hide_index=True, width="stretch")
 

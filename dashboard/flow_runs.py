@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from stellar_core import StellarMemory
+from stellar_core import Principal, StellarMemory
 
 SHOWN = 50
 
@@ -50,7 +50,7 @@ def recent(limit: int = SHOWN) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["flow", "run", "state", "started", "seconds", "id"])
 
 
-def render(mem: StellarMemory, namespace: str) -> None:
+def render(mem: StellarMemory, namespace: str, who: Principal) -> None:
     st.header("Flow runs")
     url = api_url()
     if not url:

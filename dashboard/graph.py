@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.palette import preview, zone_colour
-from stellar_core import Link, Memory, NotFoundError, StellarMemory
+from stellar_core import Link, Memory, NotFoundError, Principal, StellarMemory
 
 
 @dataclass
@@ -24,24 +24,24 @@ class Neighbourhood:
 
 
 def neighbourhood(
-    mem: StellarMemory, namespace: str, centre: str, depth: int, max_nodes: int
+    mem: StellarMemory, namespace: str, centre: str, depth: int, max_nodes: int, who: Principal | None = None
 ) -> Neighbourhood:
     """Breadth first from ``centre`` over links in both directions."""
-    nodes = {centre: (mem.get(centre, namespace=namespace), 0)}
+    nodes = {centre: (mem.get(centre, namespace=namespace, principal=who), 0)}
     parents: dict[str, str] = {}
     edges: dict[tuple[str, str, str], Link] = {}
     frontier, truncated = [centre], False
     for hop in range(1, depth + 1):
         reached: list[str] = []
         for node in frontier:
-            for e in mem.links(node, namespace=namespace):
+            for e in mem.links(node, namespace=namespace, principal=who):
                 other = e.target_id if e.source_id == node else e.source_id
                 if other not in nodes:
                     if len(nodes) >= max_nodes:
                         truncated = True
                         continue
                     try:
-                        nodes[other] = (mem.get(other, namespace=namespace), hop)
+                        nodes[other] = (mem.get(other, namespace=namespace, principal=who), hop)
                     except NotFoundError:  # forgotten between the two reads
                         continue
                     parents[other] = node
@@ -149,20 +149,22 @@ def chart(hood: Neighbourhood) -> alt.LayerChart | alt.FacetChart:
     )
 
 
-def render(mem: StellarMemory, namespace: str) -> None:
+def render(mem: StellarMemory, namespace: str, who: Principal) -> None:
     st.header("Memory graph")
     query = st.text_input("Centre on", placeholder="words from a memory (empty: the highest scored)")
     if query.strip():
-        candidates = [h.memory for h in mem.recall(query, k=10, count=False, namespace=namespace)]
+        candidates = [
+            h.memory for h in mem.recall(query, k=10, count=False, namespace=namespace, principal=who)
+        ]
     else:
-        candidates = mem.memories(limit=20, namespace=namespace)
+        candidates = mem.memories(limit=20, namespace=namespace, principal=who)
     if not candidates:
         st.info("No memories in this namespace yet.")
         return
     by_id = {x.id: x for x in candidates}
     centre = st.selectbox("Centre", list(by_id), format_func=lambda i: preview(by_id[i].content, 90))
     depth = st.slider("Hops", 1, 3, 2)
-    hood = neighbourhood(mem, namespace, centre, depth, max_nodes=80)
+    hood = neighbourhood(mem, namespace, centre, depth, max_nodes=80, who=who)
     st.caption(
         f"{len(hood.nodes)} memories, {len(hood.edges)} links"
         + (" (stopped at 80 memories)" if hood.truncated else "")

@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.palette import preview, zone_colour
-from stellar_core import Memory, StellarMemory, Zone
+from stellar_core import Memory, Principal, StellarMemory, Zone
 
 ORBIT_POINTS = 120
 BAND = 0.3  # how far a body sits inside (high score) or outside (low score) its orbit
@@ -84,11 +84,13 @@ def chart(memories: Sequence[Memory]) -> alt.LayerChart | alt.FacetChart:
     return alt.layer(rings, sun, planets).properties(width=600, height=600, autosize=square)
 
 
-def render(mem: StellarMemory, namespace: str) -> None:
+def render(mem: StellarMemory, namespace: str, who: Principal) -> None:
     st.header("Solar system")
     per_zone = mem.settings.dashboard_orbit_sample
-    stats = mem.stats(namespace=namespace)
-    shown = [x for z in Zone for x in mem.memories(zones=[z], limit=per_zone, namespace=namespace)]
+    stats = mem.stats(namespace=namespace, principal=who)
+    shown = [
+        x for z in Zone for x in mem.memories(zones=[z], limit=per_zone, namespace=namespace, principal=who)
+    ]
     st.caption(
         f"{len(shown):,} of {stats.memories:,} memories: the {per_zone:,} highest scored of each zone. "
         "Nearer the sun is more alive; size is importance. Hover a body for its content."

@@ -7,8 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.palette import zone_colour
-from stellar_core import Stats, StellarMemory, Zone
-from stellar_core.scoring import ZonePolicy
+from stellar_core import Principal, Stats, StellarMemory, Zone, ZonePolicy
 
 
 def zone_table(stats: Stats, policy: ZonePolicy) -> pd.DataFrame:
@@ -23,16 +22,16 @@ def zone_table(stats: Stats, policy: ZonePolicy) -> pd.DataFrame:
     )
 
 
-def render(mem: StellarMemory, namespace: str) -> None:
+def render(mem: StellarMemory, namespace: str, who: Principal) -> None:
     st.header("Statistics")
-    stats = mem.stats(namespace=namespace)
+    stats = mem.stats(namespace=namespace, principal=who)
     cols = st.columns(5)
     cols[0].metric("Memories", f"{stats.memories:,}")
     cols[1].metric("Forgotten", f"{stats.forgotten:,}")
     cols[2].metric("Links", f"{stats.links:,}")
     cols[3].metric("Threads", f"{stats.threads:,}")
     cols[4].metric("Mean score", f"{stats.mean_score:.3f}")
-    zones = zone_table(stats, mem.zone_policy(namespace))
+    zones = zone_table(stats, mem.zone_policy(namespace, principal=who))
     bars = (
         alt.Chart(zones)
         .mark_bar()
@@ -56,9 +55,11 @@ def render(mem: StellarMemory, namespace: str) -> None:
             [
                 {
                     "namespace": ns,
-                    "memories": (stats if ns == namespace else mem.stats(namespace=ns)).memories,
+                    "memories": (
+                        stats if ns == namespace else mem.stats(namespace=ns, principal=who)
+                    ).memories,
                 }
-                for ns in mem.namespaces()[:100]
+                for ns in mem.namespaces(principal=who)[:100]
             ]
         ),
         hide_index=True,

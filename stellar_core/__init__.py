@@ -9,13 +9,16 @@ for hit in mem.recall("where is the deploy key?"):
 
 from typing import TYPE_CHECKING, Any
 
+from stellar_core.admin import AuditCheck, Rotation, Security
 from stellar_core.clock import Clock, SteppingClock, SystemClock
 from stellar_core.embeddings import Embedder, OpenAIEmbedder, SentenceTransformerEmbedder
 from stellar_core.errors import (
     ConfigurationError,
     EmbeddingError,
+    EncryptionError,
     NotFoundError,
     PermanentError,
+    PermissionDenied,
     SchemaVersionError,
     SourceError,
     SourceUnavailable,
@@ -42,6 +45,9 @@ from stellar_core.models import (
     Zone,
 )
 from stellar_core.scoring import ZonePolicy
+from stellar_core.security.access import Grant
+from stellar_core.security.crypto import KeyProvider, KeyRing
+from stellar_core.security.keys import ApiKey
 from stellar_core.settings import Settings
 from stellar_core.snippets import snippet
 
@@ -86,7 +92,9 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "ApiKey",
     "ApiSource",
+    "AuditCheck",
     "ChangeEvent",
     "Clock",
     "ConfigurationError",
@@ -94,19 +102,26 @@ __all__ = [
     "Document",
     "Embedder",
     "EmbeddingError",
+    "EncryptionError",
     "ForgetReport",
+    "Grant",
     "ImportReport",
     "IngestResult",
+    "KeyProvider",
+    "KeyRing",
     "Link",
     "Memory",
     "NotFoundError",
     "Op",
     "OpenAIEmbedder",
     "PermanentError",
+    "PermissionDenied",
     "Principal",
     "RecallHit",
     "ReorbitReport",
+    "Rotation",
     "SchemaVersionError",
+    "Security",
     "SentenceTransformerEmbedder",
     "Settings",
     "Source",

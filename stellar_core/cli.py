@@ -8,6 +8,9 @@
     stellar --db notes.db reorbit --context "release week"
     stellar --db notes.db export notes.json && stellar --db copy.db import notes.json
     stellar --db notes.db ingest docs/ --watch   # ingest, then every change until Ctrl-C
+    stellar --db notes.db grant alice team reader   # and revoke, grants; api-key create alice
+    stellar --db notes.db key rotate                # and key new / usage / retire ID
+    stellar --db notes.db audit verify              # the first edited or deleted record, if any
 
 Global options (``--db``, ``--namespace``, ``--agent``, ``--json``) go before or after the
 subcommand. Output is for people unless ``--json`` is given. Errors print ``error: ...`` on
@@ -43,6 +46,7 @@ def store(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
         tags=args.tag,
         metadata=dict(args.meta),
         thread=args.thread,
+        encrypted=args.encrypt,
     )
     return memory.to_dict()
 
@@ -109,6 +113,65 @@ def import_(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
     return asdict(mem.import_(args.document, namespace=args.namespace))
 
 
+# --- security (decision 0028) ------------------------------------------------------------------
+def grant(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
+    return asdict(mem.security.grant(args.principal, args.pattern, args.role))
+
+
+def revoke(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
+    mem.security.revoke(args.principal, args.pattern)
+    return {"revoked": args.principal, "namespace": args.pattern}
+
+
+def grants(mem: StellarMemory, args: argparse.Namespace) -> list[dict[str, Any]]:
+    return [asdict(g) for g in mem.security.grants(args.of)]
+
+
+def api_key(mem: StellarMemory, args: argparse.Namespace) -> Any:
+    if args.action == "create":
+        if not args.arg:
+            raise ValidationError("api-key create needs the agent the key acts as")
+        made = mem.security.create_api_key(args.arg, label=args.label, expires_days=args.expires_days)
+        return {"key": made, "agent": args.arg, "note": "shown once: it is kept only as a hash"}
+    if args.action == "revoke":
+        if not args.arg:
+            raise ValidationError("api-key revoke needs a key id (see api-key list)")
+        mem.security.revoke_api_key(args.arg)
+        return {"revoked": args.arg}
+    return [asdict(k) for k in mem.security.api_keys(args.arg)]
+
+
+def key(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
+
+    if args.action == "rotate":
+        return asdict(mem.security.rotate_keys(batch=args.batch))
+    if args.action == "retire":
+        if not args.key_id:
+            raise ValidationError("key retire needs a key id (see key usage)")
+        mem.security.retire_key(args.key_id)
+        return {"retired": args.key_id}
+    return {"usage": mem.security.key_usage()}
+
+
+def new_key(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    """``key new``: a key added to the key file and made primary (no database needed)."""
+    from stellar_core.security import crypto
+
+    file = args.key_file or settings.encryption_key_file
+    if file is None:
+        return {"key": crypto.new_key(), "note": "give it an id in STELLAR_ENCRYPTION_KEYS"}
+    return {"primary": crypto.add_to_key_file(file), "file": str(file)}
+
+
+def audit(mem: StellarMemory, args: argparse.Namespace) -> Any:
+    if args.action == "verify":
+        found = mem.security.verify_audit()
+        return {**asdict(found), "intact": found.intact}
+    if args.action == "prune":
+        return {"pruned": mem.security.prune_audit()}
+    return mem.security.audit(limit=args.limit)
+
+
 CREATING = {"store", "import", "ingest"}  # the others need a database that exists
 
 COMMANDS: dict[str, Command] = {
@@ -121,6 +184,12 @@ COMMANDS: dict[str, Command] = {
     "export": export,
     "import": import_,
     "ingest": ingest,
+    "grant": grant,
+    "revoke": revoke,
+    "grants": grants,
+    "api-key": api_key,
+    "key": key,
+    "audit": audit,
 }
 
 
@@ -159,6 +228,8 @@ def _human(command: str, out: Any) -> str:
             f"exported {out['memories']} memories and {out['links']} links "
             f"of namespace {out['namespace']} to {out['file']}"
         )
+    if command in ("grants", "api-key", "key", "audit", "grant", "revoke"):
+        return json.dumps(out, indent=2, ensure_ascii=False, default=str)  # small records: shown whole
     if command == "ingest":
         if "watch" in out:
             return "watch stopped"
@@ -283,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pin", action="store_true", help="never forget this memory")
     p.add_argument("--tag", action="append", default=[], help="a tag (repeatable)")
     p.add_argument("--thread", help="conversation, session or document it belongs to")
+    p.add_argument("--encrypt", action="store_true", help="keep its content encrypted at rest")
     p.add_argument(
         "--meta",
         action="append",
@@ -320,6 +392,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--importance", type=float, default=0.5, help="0..1 (default 0.5)")
     p.add_argument("--watch", action="store_true", help="then ingest every change until interrupted")
+
+    p = add("grant", "give an agent a role (reader, writer, admin) in a namespace, NS-prefix* or *")
+    p.add_argument("principal")
+    p.add_argument("pattern", metavar="namespace")
+    p.add_argument("role", choices=["reader", "writer", "admin"])
+    p = add("revoke", "take an agent's grant on a namespace (or pattern)")
+    p.add_argument("principal")
+    p.add_argument("pattern", metavar="namespace")
+    add("grants", "the grants on what you administer").add_argument("--of", metavar="AGENT")
+    p = add("api-key", "API keys: create AGENT, list [AGENT], revoke KEY_ID")
+    p.add_argument("action", choices=["create", "list", "revoke"])
+    p.add_argument("arg", nargs="?", metavar="AGENT|KEY_ID")
+    p.add_argument("--label")
+    p.add_argument("--expires-days", type=float)
+    p = add("key", "encryption keys: new (into the key file, made primary), rotate, usage, retire ID")
+    p.add_argument("action", choices=["new", "rotate", "usage", "retire"])
+    p.add_argument("key_id", nargs="?")
+    p.add_argument("--key-file", help="the key file (default STELLAR_ENCRYPTION_KEY_FILE)")
+    p.add_argument("--batch", type=int, default=500, help="memories per transaction (rotate)")
+    p = add("audit", "the audit log: show (newest first), verify the chain, prune old records")
+    p.add_argument("action", nargs="?", choices=["show", "verify", "prune"], default="show")
+    p.add_argument("--limit", type=int, default=50)
     return parser
 
 
@@ -332,6 +426,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _read_input(args)
         settings = Settings()
+        if args.command == "key" and args.action == "new":
+            out = new_key(settings, args)
+            print(json.dumps(out, indent=2))
+            return 0
         with StellarMemory(
             args.db,
             namespace=args.namespace,

@@ -7,6 +7,9 @@
     │   ├── ConfigurationError  settings that cannot work together
     │   ├── StorageError        the database file is unusable (not a database, corrupt)
     │   │   └── SchemaVersionError  the database was written by a newer stellar version
+    │   ├── PermissionDenied    the principal may not do that in that namespace, or its API
+    │   │                       key is unknown, expired or revoked
+    │   ├── EncryptionError     a key is missing or wrong, or a ciphertext was altered
     │   └── SourceError         a source cannot be ingested as it is (malformed URL, 404, not
     │                           text, too large, invalid JSON, a private address)
     └── TransientError          may succeed on retry (database locked, network hiccup)
@@ -53,6 +56,15 @@ class StorageError(PermanentError):
 
 class SchemaVersionError(StorageError):
     """The database schema is newer than this code knows."""
+
+
+class PermissionDenied(PermanentError):
+    """Access control refused the call (nothing was read or written), or a credential is bad."""
+
+
+class EncryptionError(PermanentError):
+    """An encrypted memory cannot be read or written: its key is missing or wrong, or the
+    ciphertext was altered. Nothing was changed."""
 
 
 class EmbeddingError(TransientError):

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from stellar_core import reads
 from stellar_core import validation as check
+from stellar_core.admin import Security
 from stellar_core.clock import Clock
 from stellar_core.embeddings import Embedder
 from stellar_core.engine import Engine
@@ -35,6 +36,7 @@ from stellar_core.models import (
 )
 from stellar_core.scoring import ZonePolicy
 from stellar_core.search.recall import Filters, Query, recall
+from stellar_core.security.crypto import KeyProvider
 from stellar_core.settings import Settings
 from stellar_core.store import changelog, edges
 
@@ -50,8 +52,9 @@ class StellarMemory:
     from settings; ``StellarMemory("path/to/dir")``, ``StellarMemory("file.db")`` or
     ``StellarMemory("sqlite:///...")`` choose another; ``create=False`` opens only a database
     that exists. Every call may name a ``namespace`` (a hard partition) and a ``principal``
-    (the acting agent); both default to this instance's. ``engine`` is for the jobs
-    (connectors, dedup, summaries) that take a memory.
+    (the acting agent); both default to this instance's. ``keys`` supplies encryption keys
+    (default: from the settings). ``security`` administers grants, API keys, encryption keys
+    and the audit log; ``engine`` is for the jobs (connectors, dedup, summaries).
     """
 
     def __init__(
@@ -65,12 +68,14 @@ class StellarMemory:
         clock: Clock | None = None,
         background: bool = True,
         create: bool = True,
+        keys: KeyProvider | None = None,
     ) -> None:
         s = settings or Settings()
         if location is not None:
             s = s.model_copy(update={"database_url": _url_for(location)})
         self.engine = Engine(s, namespace=namespace, principal=agent, embedder=embedder, clock=clock,
-                             background=background, create=create)  # fmt: skip
+                             background=background, create=create, keys=keys)  # fmt: skip
+        self.security = Security(self.engine)  # grants, API keys, encryption keys, the audit log
         self.settings = s
         self.namespace: str = self.engine.namespace  # of calls that name none
         self.principal: Principal = self.engine.principal  # who acts in calls that name nobody
@@ -109,16 +114,19 @@ class StellarMemory:
         source: Any = None,
         thread: str | None = None,
         position: int | None = None,
+        encrypted: bool = False,
         namespace: str | None = None,
         principal: Who = None,
     ) -> Memory:
         """Store one memory; storing identical content again (same thread) returns the existing one.
 
         ``thread`` groups memories of one conversation, session or document; ``position``
-        orders them (default: after the thread's last memory).
+        orders them (default: after the thread's last memory). ``encrypted`` (or a tag among
+        ``auto_encrypt_tags``) keeps its content encrypted at rest (AES-256-GCM).
         """
         item = {"content": content, "importance": importance, "pinned": pinned, "tags": tags,
-                "metadata": metadata, "source": source, "thread": thread, "position": position}  # fmt: skip
+                "metadata": metadata, "source": source, "thread": thread, "position": position,
+                "encrypted": encrypted}  # fmt: skip
         return self.store_many([item], namespace=namespace, principal=principal)[0]
 
     def store_many(
@@ -132,10 +140,11 @@ class StellarMemory:
         vectors = self.engine.vectors_for(ns, drafts)
         try:
             with self.engine.writing("store", ns, principal) as tx:
-                return tx.store(drafts, vectors)
+                stored = tx.store(drafts, vectors)
         except sa.exc.IntegrityError:  # a concurrent writer stored the same content: pick it up
             with self.engine.writing("store", ns, principal) as tx:
-                return tx.store(drafts, vectors)
+                stored = tx.store(drafts, vectors)
+        return self.engine.opened(stored)
 
     def update(
         self,
@@ -155,13 +164,15 @@ class StellarMemory:
         new_tags = check.tags(tags) if tags is not None else None
         vector = self.engine.embed([values["content"]])[0] if "content" in values else None
         with self.engine.writing("update", namespace, principal) as tx:
-            return tx.update(memory_id, values, new_tags, vector)
+            updated = tx.update(memory_id, values, new_tags, vector)
+        return self.engine.opened([updated])[0]
 
     def forget(self, memory_id: str, *, namespace: str | None = None, principal: Who = None) -> Memory:
         """Forget a memory: it becomes a tombstone, invisible to recall and get, purged later."""
         memory_id = check.memory_id(memory_id)
         with self.engine.writing("forget", namespace, principal) as tx:
-            return tx.forget(memory_id)
+            gone = tx.forget(memory_id)
+        return self.engine.opened([gone])[0]
 
     def link(
         self,
@@ -259,31 +270,39 @@ class StellarMemory:
         vector = self.engine.embed([text])[0]
         now = self.engine.clock.now()
         with self.engine.reading("recall", namespace, principal) as r:
-            asked = Query(r.namespace, text, vector, k, filters, bool(expand))
+            keyed = self.engine.keyed_terms(r.namespace, text)
+            asked = Query(r.namespace, text, vector, k, filters, bool(expand), keyed)
             index = self.engine.vectors().get(r.namespace, r.conn)
             dialect = self.engine.db.dialect
             side = self.engine.db.side_read if dialect.parallel_reads else None
             hits = recall(r.conn, dialect, index, asked, self.settings, now, side)
+            found = self.engine.opened(x for _, x, _, _ in hits)
+            r.saw(x.id for x in found)
         if count:
             self.engine.counted([seq for seq, *_ in hits], now)
-        return [RecallHit(x, relevance, via) for _, x, relevance, via in hits]
+        return [RecallHit(x, relevance, via) for x, (_, _, relevance, via) in zip(found, hits, strict=True)]
 
     def get(self, memory_id: str, *, namespace: str | None = None, principal: Who = None) -> Memory:
         """One live memory by id; ``NotFoundError`` if absent, forgotten or in another namespace."""
         memory_id = check.memory_id(memory_id)
-        ns, who = self.engine.scope(namespace, principal)
+        with self.engine.admitted("get", namespace, principal) as a:
+            ns = a.namespace
 
-        def load() -> Memory:
-            with self.engine.reading("get", ns, who) as r:
-                return reads.live_memory(r.conn, ns, memory_id)[1]
+            def load() -> Memory:  # the cache holds what the database holds: sealed
+                with self.engine.snapshot() as conn:
+                    return reads.live_memory(conn, ns, memory_id)[1]
 
-        return self.engine.cache.get(ns, memory_id, load, lambda: self.engine.version(ns, memory_id))
+            found = self.engine.cache.get(ns, memory_id, load, lambda: self.engine.version(ns, memory_id))
+            a.saw([memory_id])
+            return self.engine.opened([found])[0]
 
     def thread(self, thread: str, *, namespace: str | None = None, principal: Who = None) -> list[Memory]:
         """The live memories of a thread (conversation, session, document) in position order."""
         check.thread(thread, None)
         with self.engine.reading("get", namespace, principal) as r:
-            return reads.thread(r.conn, r.namespace, thread)
+            found = self.engine.opened(reads.thread(r.conn, r.namespace, thread))
+            r.saw(x.id for x in found)
+            return found
 
     def links(
         self,
@@ -301,7 +320,9 @@ class StellarMemory:
         kind = check.link_kind(kind) if kind is not None else None
         with self.engine.reading("get", namespace, principal) as r:
             reads.live_memory(r.conn, r.namespace, memory_id)
-            return edges.around(r.conn, r.namespace, memory_id, direction, kind)
+            found = edges.around(r.conn, r.namespace, memory_id, direction, kind)
+            r.saw([memory_id])
+            return found
 
     def stats(self, *, namespace: str | None = None, principal: Who = None) -> Stats:
         """Counts, zone sizes and mean score of a namespace."""
@@ -325,7 +346,9 @@ class StellarMemory:
         wanted = check.zones(zones) if zones is not None else None
         self.engine.flush()
         with self.engine.reading("get", namespace, principal) as r:
-            return reads.page(r.conn, r.namespace, wanted, limit, offset)
+            found = self.engine.opened(reads.page(r.conn, r.namespace, wanted, limit, offset))
+            r.saw(x.id for x in found)
+            return found
 
     def events(
         self, *, after: int = 0, limit: int = 100, namespace: str | None = None, principal: Who = None
@@ -337,14 +360,15 @@ class StellarMemory:
         with self.engine.reading("events", namespace, principal) as r:
             return changelog.newest(r.conn, r.namespace, after, limit)
 
-    def namespaces(self) -> list[str]:
-        """Namespaces that hold at least one live memory."""
-        with self.engine.reading("namespaces") as r:
-            return reads.namespaces(r.conn)
+    def namespaces(self, *, principal: Who = None) -> list[str]:
+        """Namespaces that hold at least one live memory (with access control on: those the
+        principal may read)."""
+        with self.engine.reading("namespaces", principal=principal) as r:
+            return [ns for ns in reads.namespaces(r.conn) if self.engine.may(r.principal, "recall", ns)]
 
-    def zone_policy(self, namespace: str | None = None) -> ZonePolicy:
+    def zone_policy(self, namespace: str | None = None, *, principal: Who = None) -> ZonePolicy:
         """The namespace's zone thresholds and capacities."""
-        with self.engine.reading("stats", namespace) as r:
+        with self.engine.reading("stats", namespace, principal) as r:
             return reads.zone_policy(r.conn, r.namespace, self.settings)
 
     def export(self, *, namespace: str | None = None, principal: Who = None) -> dict[str, Any]:

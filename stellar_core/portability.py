@@ -27,6 +27,8 @@ def export_namespace(
     """Every live memory and link of a namespace as a JSON-ready document."""
     with engine.reading("export", namespace, principal) as r:
         found, edges = reads.everything(r.conn, r.namespace)
+        found = engine.opened(found)  # an encrypted memory leaves decrypted, marked to be sealed again
+        r.saw(x.id for x in found)
     return {
         "format": FORMAT,
         "version": VERSION,

@@ -12,7 +12,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _PROCESS = (0, "")  # (pid, random token) of this process's default agent id
@@ -72,6 +72,42 @@ class Settings(BaseSettings):
         default=None,
         description="Identity of this agent when a call names no principal; unset: a distinct id "
         "per process, such as `cli-myhost-3f9a2c` (two processes must never share one).",
+    )
+
+    # --- security (decision 0028) ----------------------------------------------------------
+    access_control: bool = Field(
+        default=False,
+        description="Check every call against the principal's roles per namespace (grants); "
+        "off: one implicit admin, for a single user's memory.",
+    )
+    admins: list[str] = Field(
+        default=[], description="Principals that are admins of every namespace, whatever the grants say."
+    )
+    grants_refresh_seconds: float = Field(
+        default=5.0, gt=0, description="How soon a grant changed by another process takes effect here."
+    )
+    audit_log: bool = Field(default=False, description="Record every access (reads too) in the audit log.")
+    audit_retention_days: float = Field(default=365.0, gt=0, description="Days audit records are kept.")
+    encryption_key: SecretStr | None = Field(
+        default=None, description="A base64 AES-256 key (32 bytes) for memories stored encrypted."
+    )
+    encryption_keys: dict[str, SecretStr] = Field(
+        default={}, description='Keys by id, as JSON: {"k2": "<base64>", ...} (key rotation).'
+    )
+    encryption_key_file: Path | None = Field(
+        default=None, description='A JSON key file: {"primary": "<id>", "keys": {"<id>": "<base64>"}}.'
+    )
+    encryption_primary_key: str | None = Field(
+        default=None, description="The key id new values are sealed with (default: the file's, or the last)."
+    )
+    auto_encrypt_tags: list[str] = Field(
+        default=["secret", "sensitive", "api_key"],
+        description="Memories stored with any of these tags are encrypted.",
+    )
+    encryption_strict: bool = Field(
+        default=False,
+        description="Encrypted memories get no keyed search words and padded lengths: recall finds "
+        "them by meaning only (decision 0028).",
     )
 
     # --- embeddings ----------------------------------------------------------------------

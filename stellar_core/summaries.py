@@ -155,7 +155,7 @@ class _Run:
         """The documents of ``keys``, their chunks in chunk order; keys gone meanwhile are left out."""
         q = (
             sa.select(m.id, m.source_url, m.content, m.importance)
-            .where(live(self.ns), m.source_type.in_(DOCUMENT_TYPES), m.source_url.in_(keys))
+            .where(live(self.ns), m.source_type.in_(DOCUMENT_TYPES), m.source_url.in_(keys), ~m.encrypted)
             .order_by(m.source_url, sa.func.coalesce(m.source_chunk, 0), m.seq)
         )
         chunks: dict[str, list[tuple[str, str, float]]] = {}  # key: (id, content, importance)
@@ -338,7 +338,7 @@ def _long_memories(conn: sa.Connection, ns: str, floor: int) -> list[tuple[str, 
     """(id, content hash, importance) of single memories at least ``floor`` characters long."""
     q = (
         sa.select(m.id, m.content_hash, m.importance)
-        .where(live(ns), _single(), sa.func.length(m.content) >= floor)
+        .where(live(ns), _single(), sa.func.length(m.content) >= floor, ~m.encrypted)
         .order_by(m.seq)
     )
     return list(conn.execute(q).tuples())

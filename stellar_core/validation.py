@@ -26,6 +26,7 @@ _NAMESPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$")
 _HLC = re.compile(r"^\d{13}\.\d{5}$")
 _DRAFT_KEYS = {
     "content",
+    "encrypted",
     "importance",
     "pinned",
     "tags",
@@ -111,6 +112,7 @@ class Draft:
     source: Source | None
     thread: str | None
     position: int | None
+    encrypted: bool = False
 
 
 def namespace(value: Any) -> str:
@@ -287,6 +289,7 @@ def draft(item: Any, limit: int) -> Draft:
         source=source(item.get("source")),
         thread=th,
         position=pos,
+        encrypted=flag(item.get("encrypted", False), "encrypted"),
     )
 
 

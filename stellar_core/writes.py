@@ -16,14 +16,15 @@ import numpy as np
 import sqlalchemy as sa
 
 from stellar_core.clock import bump
-from stellar_core.errors import ValidationError
+from stellar_core.errors import EncryptionError, ValidationError
 from stellar_core.models import ChangeEvent, Link, Memory, Op, Principal
 from stellar_core.scoring import ZonePolicy, memory_score
+from stellar_core.security.crypto import PREFIX, Cipher, key_of
 from stellar_core.settings import Settings
 from stellar_core.store import changelog, edges, fulltext
 from stellar_core.store.dialect import Dialect, in_json_list, json_texts
 from stellar_core.store.records import fetch, live, live_memory, m, put_tags, to_row
-from stellar_core.store.schema import memories, memory_tags, memory_vectors, meta, namespace_config
+from stellar_core.store.schema import changes, memories, memory_tags, memory_vectors, meta, namespace_config
 from stellar_core.validation import Draft
 
 
@@ -52,20 +53,27 @@ class Transaction:
         stamp: Callable[[], str],
         settings: Settings,
         policy: Callable[[sa.Connection, str], ZonePolicy],
+        cipher: Cipher | None = None,
     ) -> None:
         self.conn, self.dialect, self.namespace, self.principal = conn, dialect, namespace, principal
         self.now, self.stamp, self.settings, self._policy = now, stamp, settings, policy
+        self.cipher = cipher
+        self._auto_encrypt = frozenset(settings.auto_encrypt_tags)
         self.window = settings.thread_context_window
         self.touched: set[str] = set()  # memory ids whose cached copies are out of date
         self.reshaped = False  # the whole namespace changed (reorbit): drop all of it
         self.added = 0  # memories inserted (the planner's statistics follow the growth)
+        self.stored: list[str] = []  # ids of the memories inserted (for the audit)
+        self._search: dict[str, str] = {}  # id -> keyed search words of a sealed memory
 
     # --- memories ------------------------------------------------------------------------
     def store(self, drafts: Sequence[Draft], vectors: np.ndarray, op: Op = Op.STORE) -> list[Memory]:
         """The memory for each draft: a new one, or the one whose content its thread holds
         already (exact dedup, also within the batch). New ones without a position follow
-        their thread's last one."""
+        their thread's last one. Drafts marked ``encrypted``, or tagged with one of the
+        ``auto_encrypt_tags``, are sealed; the memories come back as stored (sealed)."""
         ns, conn = self.namespace, self.conn
+        drafts = [self._encrypting(d) if d.encrypted or self._auto_encrypt else d for d in drafts]
         hashes = json_texts({d.content_hash for d in drafts})  # live(ns) + hash: the dedup index
         found = fetch(conn, live(ns) & in_json_list(m.content_hash, "hashes", texts=True), {"hashes": hashes})
         by_key = {(x.thread, x.content_hash): x for x in found.values()}
@@ -81,18 +89,49 @@ class Transaction:
                     pos = next_pos[d.thread] if pos is None else pos
                     next_pos[d.thread] = max(next_pos[d.thread], pos + 1)
                 score = memory_score(0, 0.0, d.importance, self.settings)
+                mid = new_id()
+                content, key_id = self._seal(mid, d.content) if d.encrypted else (d.content, None)
                 by_key[key] = Memory(
-                    id=new_id(), namespace=ns, content=d.content, content_hash=d.content_hash,
+                    id=mid, namespace=ns, content=content, content_hash=d.content_hash, key_id=key_id,
                     importance=d.importance, pinned=d.pinned, recall_count=0, created_at=self.now,
                     updated_at=self.now, last_recalled_at=None, last_access_at=self.now,
                     zone=policy.zone_for(score), score=score, tags=d.tags, metadata=d.metadata,
                     source=d.source, thread=d.thread, position=pos, origin_agent=who,
-                    hlc=self.stamp(), vector_clock={who: 1},
+                    hlc=self.stamp(), vector_clock={who: 1}, encrypted=d.encrypted,
                 )  # fmt: skip
                 new.append((by_key[key], vector))
             out.append(by_key[key])
         self._insert(new, op)
         return out
+
+    def _encrypting(self, d: Draft) -> Draft:
+        """The draft with its keyed content hash if it is to be stored encrypted."""
+        if not (d.encrypted or self._auto_encrypt.intersection(d.tags)):
+            return d
+        cipher = self._need_cipher()
+        return replace(d, encrypted=True, content_hash=cipher.digest(self.namespace, d.content))
+
+    def _seal(self, memory_id: str, text: str) -> tuple[str, str]:
+        """(sealed content, key id) of an encrypted memory; its keyed search words are kept
+        for its full-text row."""
+        cipher = self._need_cipher()
+        self._search[memory_id] = cipher.search_text(self.namespace, text)
+        return cipher.seal(text, self.namespace, memory_id), cipher.keys.primary
+
+    def _sealed(self, x: Memory) -> Memory:
+        """An encrypted memory as it is stored."""
+        if not x.encrypted:
+            return x
+        content, key_id = self._seal(x.id, x.content)
+        return replace(x, content=content, key_id=key_id)
+
+    def _need_cipher(self) -> Cipher:
+        if self.cipher is None:
+            raise EncryptionError(
+                "cannot store an encrypted memory: no encryption key is configured "
+                "(STELLAR_ENCRYPTION_KEY, STELLAR_ENCRYPTION_KEYS or STELLAR_ENCRYPTION_KEY_FILE)"
+            )
+        return self.cipher
 
     def update(
         self,
@@ -105,6 +144,15 @@ class Transaction:
         conn, ns = self.conn, self.namespace
         seq, current = live_memory(conn, ns, memory_id, lock=True)
         vc = bump(current.vector_clock, self.principal.id)
+        if current.encrypted and "content" in values:
+            cipher, text = self._need_cipher(), values["content"]
+            sealed = {
+                "content": cipher.seal(text, ns, memory_id),
+                "key_id": cipher.keys.primary,
+                "content_hash": cipher.digest(ns, text),
+                "search_text": cipher.search_text(ns, text),
+            }
+            values = {**values, **sealed}
         values = {**values, "updated_at": self.now, "last_access_at": self.now, "hlc": self.stamp(),
                   "vector_clock": vc}  # fmt: skip
         try:
@@ -168,6 +216,7 @@ class Transaction:
         each were added. A memory whose id is taken or whose content its thread holds is
         skipped, as is a tombstone."""
         conn, ns = self.conn, self.namespace
+        rows = [(self._sealed(self._rehashed(x)), vec) for x, vec in rows]
         taken = set(conn.execute(sa.select(m.id).where(m.id.in_({x.id for x, _ in rows}))).scalars())
         hashes = {x.content_hash for x, _ in rows}
         query = sa.select(m.thread, m.content_hash).where(live(ns), m.content_hash.in_(hashes))
@@ -188,6 +237,51 @@ class Transaction:
               for e in added)
         )  # fmt: skip
         return len(new), len(added)
+
+    def _rehashed(self, x: Memory) -> Memory:
+        """An imported memory to be stored encrypted, with its keyed content hash."""
+        if not (x.encrypted or self._auto_encrypt.intersection(x.tags)):
+            return x
+        return replace(x, encrypted=True, content_hash=self._need_cipher().digest(x.namespace, x.content))
+
+    def reseal(self, limit: int) -> int:
+        """Seal again with the primary key up to ``limit`` of the namespace's memories sealed
+        with another, and their change events; how many. A key that is missing or wrong
+        raises before anything is written (the transaction rolls back whole)."""
+        cipher, conn, ns = self._need_cipher(), self.conn, self.namespace
+        primary = cipher.keys.primary
+        rows = conn.execute(
+            sa.select(m.seq, m.id, m.content, m.deleted_at)
+            .where(m.namespace == ns, m.key_id.is_not(None), m.key_id != primary)
+            .order_by(m.seq).limit(limit).with_for_update()
+        ).all()  # fmt: skip
+        live_seqs = []
+        for seq, mid, token, gone in rows:
+            text = cipher.open(token, ns, mid)
+            search = cipher.search_text(ns, text) if gone is None else None
+            conn.execute(memories.update().where(m.seq == seq).values(
+                content=cipher.seal(text, ns, mid), key_id=primary, content_hash=cipher.digest(ns, text),
+                search_text=search))  # fmt: skip
+            if gone is None:
+                live_seqs.append(seq)
+        fulltext.reindex(conn, self.dialect, ns, live_seqs, self.window)  # the words' hashes changed
+        self.touched.update(mid for _, mid, _, _ in rows)
+        return len(rows)
+
+    def reseal_log(self, after: int, limit: int) -> int:
+        """Seal again with the primary key the content in the namespace's change events
+        after seq ``after`` (up to ``limit`` events); the last seq looked at."""
+        cipher, conn, ns, c = self._need_cipher(), self.conn, self.namespace, changes.c
+        q = sa.select(c.seq, c.memory_id, c.payload).where(c.namespace == ns, c.seq > after)
+        last = after
+        for seq, mid, payload in conn.execute(q.order_by(c.seq).limit(limit)).all():
+            last = seq
+            token = (payload or {}).get("content")
+            if isinstance(token, str) and token.startswith(PREFIX) and key_of(token) != cipher.keys.primary:
+                fresh = cipher.seal(cipher.open(token, ns, mid), ns, mid)
+                new = {**payload, "content": fresh, "key_id": cipher.keys.primary}
+                conn.execute(changes.update().where(c.seq == seq).values(payload=new))
+        return int(last)
 
     # --- the namespace and the database ----------------------------------------------------
     def lock(self, exclusive: bool) -> None:
@@ -213,13 +307,14 @@ class Transaction:
         if not rows:
             return
         conn, dialect = self.conn, self.dialect
-        seqs = dialect.insert_keyed(conn, memories, [to_row(x) for x, _ in rows])
+        seqs = dialect.insert_keyed(conn, memories, [to_row(x, self._search.get(x.id)) for x, _ in rows])
         vectors = [{"seq": seq, "embedding": vec} for seq, (_, vec) in zip(seqs, rows, strict=True)]
         dialect.insert_many(conn, memory_vectors, vectors)
         put_tags(conn, dialect, ((seq, t) for (x, _), seq in zip(rows, seqs, strict=True) for t in x.tags))
         self._log(*(changelog.event(x, op, self.principal.id, x.hlc, self.now, x.to_dict()) for x, _ in rows))
         fulltext.reindex(conn, dialect, self.namespace, seqs, self.window)
         self.added += len(rows)
+        self.stored.extend(x.id for x, _ in rows)
 
     def _log(self, *events: ChangeEvent) -> None:
         changelog.record(self.conn, self.dialect, events)

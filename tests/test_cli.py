@@ -488,3 +488,36 @@ def count_file(db: str, content: str) -> int:
                 "SELECT count(*) FROM memories WHERE content = ? AND deleted_at IS NULL", (content,)
             ).fetchone()[0]
         )
+
+
+def test_security_commands(stellar: Stellar, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """grant / grants / revoke, api-key, key new / rotate / usage / retire, audit verify."""
+    db = str(tmp_path / "sec.db")
+    key_file = tmp_path / "keys.json"
+    monkeypatch.setenv("STELLAR_ENCRYPTION_KEY_FILE", str(key_file))
+    monkeypatch.setenv("STELLAR_AUDIT_LOG", "true")
+    refused = stellar("--db", db, "store", "the door code is 1234", "--encrypt", "--namespace", "team")
+    assert refused.code == 2 and "key file" in refused.err  # configured, but not made yet
+    assert stellar("key", "new").json()["primary"].startswith("k")
+    assert stellar("--db", db, "store", "the rota is on the wiki", "--namespace", "team").code == 0
+    assert stellar("--db", db, "store", "the door code is 1234", "--encrypt", "--namespace", "team").code == 0
+    old = json.loads(key_file.read_text())["primary"]
+    new = stellar("--db", db, "key", "new", "--json").json()["primary"]
+    rotated = stellar("--db", db, "key", "rotate", "--json").json()
+    assert rotated["usage"] == {new: 1} and rotated["resealed"] == 1
+    assert stellar("--db", db, "key", "retire", old).code == 0
+    assert stellar("--db", db, "grant", "alice", "team", "reader").code == 0
+    assert stellar("--db", db, "grant", "alice", "nowhere", "reader").err.startswith("error: no namespace")
+    assert [g["principal"] for g in stellar("--db", db, "grants", "--json").json()] == ["alice"]
+    made = stellar("--db", db, "api-key", "create", "alice", "--label", "laptop", "--json").json()
+    assert made["key"].startswith("stk_")
+    assert stellar("--db", db, "api-key", "list", "--json").json()[0]["label"] == "laptop"
+    assert stellar("--db", db, "revoke", "alice", "team").code == 0
+    monkeypatch.setenv("STELLAR_ACCESS_CONTROL", "true")
+    denied = stellar("--db", db, "--agent", "alice", "recall", "rota", "--namespace", "team")
+    assert denied.code == 2 and "may not recall" in denied.err
+    checked = stellar("--db", db, "--agent", "alice", "audit", "verify")
+    assert checked.code == 2 and "may not audit" in checked.err
+    monkeypatch.setenv("STELLAR_ADMINS", '["root"]')
+    report = stellar("--db", db, "--agent", "root", "audit", "verify", "--json").json()
+    assert report["intact"] and report["checked"] > 5

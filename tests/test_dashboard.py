@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -232,14 +233,22 @@ def test_app_reports_a_database_it_cannot_open(monkeypatch: pytest.MonkeyPatch) 
 @pytest.fixture
 def served(seeded: StellarMemory, tmp_path: Path) -> Iterator[str]:
     """``streamlit run`` in its own process on the seeded database, as an operator starts it."""
-    seeded.flush()
+    with serve(seeded, tmp_path) as url:
+        yield url
+
+
+@contextmanager
+def serve(mem: StellarMemory, tmp_path: Path, **settings: str) -> Iterator[str]:
+    """``python -m dashboard`` on ``mem``'s database, with more ``STELLAR_*`` settings."""
+    mem.flush()
     port = free_port()
     env = {
         **os.environ,
         "STELLAR_DASHBOARD_REFRESH_SECONDS": "1",
-        "STELLAR_DATABASE_URL": seeded.settings.sqlalchemy_url(),
+        "STELLAR_DATABASE_URL": mem.settings.sqlalchemy_url(),
         "STELLAR_AGENT_ID": "dashboard",
         "STELLAR_DASHBOARD_PORT": str(port),
+        **settings,
     }
     env["PREFECT_API_URL"] = f"http://127.0.0.1:{free_port()}/api"  # no Prefect server there
     cmd = [sys.executable, "-m", "dashboard"]  # what `make dashboard` runs
@@ -279,18 +288,29 @@ def settled(page: Page) -> None:
     expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=60_000)
 
 
-@pytest.mark.slow
-@pytest.mark.sqlite_only
-def test_dashboard_in_a_real_browser(served: str, seeded: StellarMemory, tmp_path: Path) -> None:
-    from playwright.sync_api import expect, sync_playwright
+@contextmanager
+def chromium() -> Iterator[Page]:
+    """A page in the system's headless Chromium."""
+    from playwright.sync_api import sync_playwright
 
-    chromium = shutil.which("chromium")
-    assert chromium, "chromium is missing: `make test` installs it (apt package chromium)"
+    found = shutil.which("chromium")
+    assert found, "chromium is missing: `make test` installs it (apt package chromium)"
     args = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"]
     args += ["--disable-background-networking", "--disable-component-update", "--disable-sync"]
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=args)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        browser = p.chromium.launch(executable_path=found, args=args)
+        try:
+            yield browser.new_page(viewport={"width": 1400, "height": 1000})
+        finally:
+            browser.close()
+
+
+@pytest.mark.slow
+@pytest.mark.sqlite_only
+def test_dashboard_in_a_real_browser(served: str, seeded: StellarMemory, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    with chromium() as page:
         page.goto(served)
         sidebar = page.get_by_test_id("stSidebar")
         expect(page.get_by_text("6 of 6 memories", exact=False)).to_be_visible(timeout=90_000)
@@ -323,5 +343,4 @@ def test_dashboard_in_a_real_browser(served: str, seeded: StellarMemory, tmp_pat
 
         sidebar.get_by_text("Flow runs", exact=True).click()  # a dead Prefect API: said, not raised
         expect(page.get_by_text("did not answer", exact=False)).to_be_visible(timeout=60_000)
-        browser.close()
     assert (tmp_path / "solar.png").stat().st_size > 10_000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Sequence
@@ -242,7 +243,7 @@ def test_a_survivor_absorbs_the_history_of_an_earlier_survivor(open_memory) -> N
 
 
 def test_summaries_encrypted_and_other_sources_are_not_merged(open_memory) -> None:
-    mem = hashed(open_memory)
+    mem = hashed(open_memory, settings=Settings(encryption_key=base64.b64encode(b"k" * 32).decode()))
     plain = mem.store(variant(0))
     summary = mem.store(variant(1), source={"type": "summary", "url": "file:///a.md"})
     summary2 = mem.store(variant(2), source={"type": "summary", "url": "file:///b.md"})
@@ -250,7 +251,7 @@ def test_summaries_encrypted_and_other_sources_are_not_merged(open_memory) -> No
     b0 = mem.store(variant(4), source={"type": "file", "url": "/docs/b.md", "chunk": 0})
     web = mem.store(variant(5), source={"type": "web", "url": "/docs/a.md", "chunk": 0})
     a3 = mem.store(variant(6), source={"type": "file", "url": "/docs/a.md", "chunk": 3})
-    secret = restored(mem, [{"encrypted": True, "key_id": "k1"}])[0]
+    secret = mem.store(variant(7), encrypted=True)
 
     result = consolidate(mem)
 

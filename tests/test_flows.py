@@ -383,3 +383,29 @@ def test_stellar_core_never_imports_prefect() -> None:
         "sys.exit('prefect' in sys.modules or 'streamlit' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+def test_rotate_keys_flow_reseals_every_namespace_and_fails_for_a_missing_key(
+    prefect_api: str, open_memory: MemoryFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.rotate_keys import rotate_keys_flow
+    from stellar_core import Settings
+    from stellar_core.security import crypto
+
+    home = tmp_path / "home"
+    k1, k2 = crypto.new_key(), crypto.new_key()
+    old = open_memory(home, settings=Settings(encryption_keys={"k1": k1}))
+    old.store_many([{"content": f"secret {i}", "encrypted": True} for i in range(5)])
+    old.store("the fleet's launch code is 0000", encrypted=True, namespace="fleet")
+    key_file = tmp_path / "keys.json"
+    crypto.write_key_file(key_file, "k2", {"k2": k2})  # k1 forgotten: the run must fail, change nothing
+    monkeypatch.setenv("STELLAR_ENCRYPTION_KEY_FILE", str(key_file))
+    state = rotate_keys_flow(home=str(home), return_state=True)
+    assert state.is_failed()
+    assert old.security.key_usage() == {"k1": 6}
+    crypto.write_key_file(key_file, "k2", {"k1": k1, "k2": k2})
+    result = rotate_keys_flow(home=str(home), batch=2)
+    assert result == {
+        "default": {"resealed": 5, "usage": {"k2": 5}},
+        "fleet": {"resealed": 1, "usage": {"k2": 1}},
+    }

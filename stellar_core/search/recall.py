@@ -71,6 +71,7 @@ class Query:
     k: int
     filters: Filters = Filters()
     expand: bool = False
+    keyed: tuple[str, ...] = ()  # the query's words as encrypted memories' index holds them
 
 
 def recall(
@@ -100,7 +101,8 @@ def recall(
     n = max(s.recall_candidates, 3 * k)
 
     def lexical(c: sa.Connection) -> dict[int, float]:
-        return dict(dialect.text_search(c, namespace, query_terms(text), n, s.thread_context_weight, where))
+        terms = [*query_terms(text), *query.keyed]
+        return dict(dialect.text_search(c, namespace, terms, n, s.thread_context_weight, where))
 
     def beside(side: Callable[[], AbstractContextManager[sa.Connection]]) -> dict[int, float]:
         with side() as c:

@@ -17,7 +17,8 @@ from stellar_core.store.schema import memories
 def in_spans(
     conn: sa.Connection, namespace: str, places: Iterable[tuple[str, int]], reach: int
 ) -> list[tuple[int, str, int, str]]:
-    """(seq, thread, position, content) of live memories within ``reach`` of the places."""
+    """(seq, thread, position, text) of live memories within ``reach`` of the places (the
+    text the index holds: content, or an encrypted memory's keyed words)."""
     bounds: dict[str, tuple[int, int]] = {}
     for t, p in places:
         lo, hi = bounds.get(t, (p, p))
@@ -45,7 +46,7 @@ def _spans_sql(n: int) -> sa.TextClause:
     spans = ", ".join(f"(:t{j}, :lo{j}, :hi{j})" for j in range(n))
     return sa.text(
         f"WITH spans (t, lo, hi) AS (VALUES {spans}) "
-        "SELECT m.seq, m.thread, m.position, m.content, m.deleted_at FROM spans "
+        "SELECT m.seq, m.thread, m.position, COALESCE(m.search_text, m.content), m.deleted_at FROM spans "
         "JOIN memories m ON m.namespace = :ns AND m.thread = spans.t "
         "AND m.position BETWEEN spans.lo AND spans.hi"
     )
@@ -74,7 +75,8 @@ def reindex(
     m = memories.c
     rows: list[tuple[int, str | None, int | None, str]] = []
     for i in range(0, len(seqs), 900):  # by primary key only; the rest is checked here
-        q = sa.select(m.seq, m.thread, m.position, m.content, m.namespace, m.deleted_at)
+        text = sa.func.coalesce(m.search_text, m.content)  # an encrypted memory's: keyed words
+        q = sa.select(m.seq, m.thread, m.position, text, m.namespace, m.deleted_at)
         for seq, th, pos, text, ns, gone in conn.execute(q.where(m.seq.in_(seqs[i : i + 900]))):
             if ns == namespace and gone is None:
                 rows.append((seq, th, pos, text))

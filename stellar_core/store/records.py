@@ -56,8 +56,9 @@ def to_memory(row: sa.Row[Any], tags: Sequence[str] = ()) -> Memory:
     )
 
 
-def to_row(mem: Memory) -> dict[str, Any]:
-    """Column values for a ``Memory`` (without seq)."""
+def to_row(mem: Memory, search_text: str | None = None) -> dict[str, Any]:
+    """Column values for a ``Memory`` (without seq); ``search_text``: what the full-text
+    index is to hold instead of its content (an encrypted memory's keyed words)."""
     src = mem.source
     return {
         "id": mem.id,
@@ -86,6 +87,7 @@ def to_row(mem: Memory) -> dict[str, Any]:
         "hlc": mem.hlc,
         "vector_clock": mem.vector_clock,
         "deleted_at": mem.deleted_at,
+        "search_text": search_text,
     }
 
 

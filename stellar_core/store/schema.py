@@ -76,9 +76,13 @@ memories = sa.Table(
     sa.Column("hlc", sa.String(40), nullable=False),
     sa.Column("vector_clock", Json, nullable=False),
     sa.Column("deleted_at", sa.Float),
+    # An encrypted memory's words as keyed hashes (what its full-text rows are made of), so
+    # that neither the index nor a neighbour's context ever holds its plaintext.
+    sa.Column("search_text", sa.Text),
     sa.Index("ix_memories_ns_zone", "namespace", "zone"),
     sa.Index("ix_memories_ns_thread", "namespace", "thread", "position"),
     sa.Index("ix_memories_ns_source", "namespace", "source_url"),
+    sa.Index("ix_memories_ns_key", "namespace", "key_id"),  # key rotation
 )
 
 # Vectors live beside the rows, not in them: reorbit rewrites every row's score and zone,
@@ -145,6 +149,7 @@ changes = sa.Table(
     sa.Column("payload", Json, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Index("ix_changes_ns_seq", "namespace", "seq"),
+    sa.Index("ix_changes_ns_memory", "namespace", "memory_id"),  # a memory's events
 )
 
 namespace_config = sa.Table(
@@ -159,4 +164,45 @@ meta = sa.Table(
     metadata,
     sa.Column("key", sa.String(64), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
+)
+
+# Security (stellar_core/security): roles per namespace, API keys, the audit log.
+grants = sa.Table(
+    "grants",
+    metadata,
+    sa.Column("principal", sa.String(128), nullable=False),
+    sa.Column("namespace", sa.String(128), nullable=False),  # a name, "prefix-*" or "*"
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("granted_by", sa.String(128), nullable=False),
+    sa.Column("granted_at", sa.Float, nullable=False),
+    sa.PrimaryKeyConstraint("principal", "namespace"),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(24), primary_key=True),
+    sa.Column("principal", sa.String(128), nullable=False),
+    sa.Column("secret_hash", sa.String(64), nullable=False),  # SHA-256 of the key's secret part
+    sa.Column("label", sa.String(128)),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float),
+    sa.Column("revoked_at", sa.Float),
+    sa.Index("ix_api_keys_principal", "principal"),
+)
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("seq", BigId, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("principal", sa.String(128), nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("namespace", sa.String(128)),
+    sa.Column("memory_ids", Json, nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.Index("ix_audit_log_at", "at"),
 )

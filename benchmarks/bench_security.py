@@ -1,0 +1,127 @@
+"""What security costs: the access check, encryption and the audit log, and key rotation.
+
+    python -m benchmarks.bench_security                 # 10k and 100k memories, SQLite
+    python -m benchmarks.bench_security --sizes 10000 --backend postgres
+
+For each size, two memories are loaded with the same corpus (bench_core's, with synthetic
+vectors: embedding is left out) and measured in one sitting:
+- ``plain``: the defaults (no access control, no audit log, nothing encrypted);
+- ``secure``: access control on (the agent holds a writer grant), the audit log on, and every
+  memory stored encrypted (AES-256-GCM, keyed search words).
+Printed: store_many throughput over the whole load, recall p50 / p95 (k=10), the access check
+per call, and a key rotation of every memory of the secure one (memories/s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.bench_core import Corpus, SyntheticEmbedder, database, percentiles_ms
+from stellar_core import Settings, StellarMemory
+from stellar_core.security import crypto
+
+BATCH = 1_000
+QUERIES = 300
+AGENT = "bench-agent"
+
+
+def load(mem: StellarMemory, items: list[dict[str, Any]], encrypted: bool) -> float:
+    """Store every item in batches; memories per second."""
+    started = time.perf_counter()
+    for i in range(0, len(items), BATCH):
+        chunk = [{**x, "encrypted": True} if encrypted else x for x in items[i : i + BATCH]]
+        mem.store_many(chunk)
+    return len(items) / (time.perf_counter() - started)
+
+
+def recall_ms(mem: StellarMemory, queries: list[str]) -> tuple[float, float]:
+    for q in queries[:20]:  # warm: indexes loaded
+        mem.recall(q, k=10)
+    times = []
+    for q in queries:
+        t = time.perf_counter()
+        mem.recall(q, k=10)
+        times.append(time.perf_counter() - t)
+    p50, p95, _ = percentiles_ms(times)
+    return p50, p95
+
+
+def access_check_us(mem: StellarMemory, n: int = 200_000) -> float:
+    """One ``check`` of a principal that holds a grant (what every call pays), in microseconds."""
+    access = mem.engine.access
+    assert access is not None
+    access.check(AGENT, "recall", "default")
+    started = time.perf_counter()
+    for _ in range(n):
+        access.check(AGENT, "recall", "default")
+    return (time.perf_counter() - started) / n * 1e6
+
+
+def run(size: int, backend: str, tmp: Path) -> dict[str, Any]:
+    corpus = Corpus()
+    items, vectors = corpus.memories(size, "s")
+    queries, qvectors = corpus.queries(QUERIES)
+    texts = [x["content"] for x in items] + queries
+    embedder = SyntheticEmbedder(texts, __import__("numpy").concatenate([vectors, qvectors]))
+    key_file = tmp / f"keys-{size}.json"
+    crypto.write_key_file(key_file, "k1", {"k1": base64.b64encode(os.urandom(32)).decode()})
+    secure_settings = Settings(
+        access_control=True, audit_log=True, encryption_key_file=key_file, admins=["bench-admin"]
+    )
+    out: dict[str, Any] = {"size": size, "backend": backend}
+    for name in ("plain", "secure"):
+        (tmp / f"{name}-{size}").mkdir()
+    with (
+        database(backend, tmp / f"plain-{size}") as plain_url,
+        database(backend, tmp / f"secure-{size}") as secure_url,
+    ):
+        plain = StellarMemory(plain_url, agent=AGENT, embedder=embedder)
+        secure = StellarMemory(secure_url, agent=AGENT, embedder=embedder, settings=secure_settings)
+        secure.store("seed", namespace="default", principal="bench-admin")
+        secure.security.grant(AGENT, "default", "writer", principal="bench-admin")
+        out["store_many_per_s"] = {"plain": load(plain, items, False), "secure": load(secure, items, True)}
+        out["recall_ms"] = {"plain": recall_ms(plain, queries), "secure": recall_ms(secure, queries)}
+        out["access_check_us"] = access_check_us(secure)
+        plain.close()
+        secure.close()
+        crypto.add_to_key_file(key_file)  # a new primary key: rotate everything to it
+        rotating = StellarMemory(secure_url, agent="bench-admin", embedder=embedder, settings=secure_settings)
+        started = time.perf_counter()
+        done = rotating.security.rotate_keys(batch=1_000)
+        out["rotation_per_s"] = done.resealed / (time.perf_counter() - started)
+        rotating.close()
+    return out
+
+
+def report(r: dict[str, Any]) -> None:
+    s, rc = r["store_many_per_s"], r["recall_ms"]
+    print(f"\n== {r['size']:,} memories, {r['backend']} ==")
+    print(f"store_many        plain {s['plain']:8,.0f} /s   secure {s['secure']:8,.0f} /s   "
+          f"({100 * (s['plain'] / s['secure'] - 1):+.1f}% time)")  # fmt: skip
+    print(f"recall p50 / p95  plain {rc['plain'][0]:.2f} / {rc['plain'][1]:.2f} ms   "
+          f"secure {rc['secure'][0]:.2f} / {rc['secure'][1]:.2f} ms   "
+          f"({100 * (rc['secure'][0] / rc['plain'][0] - 1):+.1f}% p50)")  # fmt: skip
+    print(f"access check      {r['access_check_us']:.2f} us per call (aim <= 20 us)")
+    print(f"key rotation      {r['rotation_per_s']:,.0f} memories/s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in args.sizes:
+            report(run(size, args.backend, Path(tmp)))
+
+
+if __name__ == "__main__":
+    main()
