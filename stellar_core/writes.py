@@ -255,15 +255,15 @@ class Transaction:
             .where(m.namespace == ns, m.key_id.is_not(None), m.key_id != primary)
             .order_by(m.seq).limit(limit).with_for_update()
         ).all()  # fmt: skip
-        live_seqs = []
-        for seq, mid, token, gone in rows:
-            text = cipher.open(token, ns, mid)
-            search = cipher.search_text(ns, text) if gone is None else None
-            conn.execute(memories.update().where(m.seq == seq).values(
-                content=cipher.seal(text, ns, mid), key_id=primary, content_hash=cipher.digest(ns, text),
-                search_text=search))  # fmt: skip
-            if gone is None:
-                live_seqs.append(seq)
+        texts = [cipher.open(token, ns, mid) for _, mid, token, _ in rows]  # all open, or nothing is written
+        values = [
+            {"s": seq, "content": cipher.seal(text, ns, mid), "key_id": primary, "content_hash":
+             cipher.digest(ns, text), "search_text": cipher.search_text(ns, text) if gone is None else None}
+            for (seq, mid, _, gone), text in zip(rows, texts, strict=True)
+        ]  # fmt: skip
+        if values:
+            conn.execute(memories.update().where(m.seq == sa.bindparam("s")), values)
+        live_seqs = [seq for seq, _, _, gone in rows if gone is None]
         fulltext.reindex(conn, self.dialect, ns, live_seqs, self.window)  # the words' hashes changed
         self.touched.update(mid for _, mid, _, _ in rows)
         return len(rows)

@@ -188,7 +188,7 @@ class Cipher:
         """What the full-text index holds for an encrypted memory: its distinct words, keyed."""
         if self.strict:
             return ""
-        words = dict.fromkeys(w.lower() for w in _WORD.findall(text))
+        words = dict.fromkeys(_WORD.findall(text.lower()))
         return " ".join(self._tokens(self.keys.primary, namespace, words))
 
     def query_tokens(self, namespace: str, terms: Iterable[str]) -> list[str]:
