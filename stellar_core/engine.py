@@ -11,6 +11,7 @@ brought up to date. Nothing else opens a database transaction.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -83,7 +84,8 @@ class Engine:
             else NoCache()
         )  # fmt: skip
         self._recalls = RecallLog(self.db, on_flush=self._recalled)
-        rounds: list[Callable[[], object]] = [self._recalls.flush, self._index_upkeep, self.db.checkpoint]
+        self._purged = threading.Event()  # set after a purge: the write-ahead log is to be emptied
+        rounds: list[Callable[[], object]] = [self._recalls.flush, self._index_upkeep, self._checkpoint]
         self._upkeep = Upkeep(settings.stats_flush_seconds, rounds)
         if background:
             self._upkeep.start()
@@ -127,6 +129,8 @@ class Engine:
             self.cache.invalidate(ns, tx.touched)
         if tx.added:
             self.db.added(tx.added)
+        if tx.purged:
+            self._purged.set()
 
     # --- what the verbs share ----------------------------------------------------------------
     def embed(self, texts: Sequence[str]) -> np.ndarray:
@@ -190,6 +194,16 @@ class Engine:
     def _index_upkeep(self) -> None:
         self.vectors().upkeep()
         self.db.dialect.text_index_upkeep(self.db, self.settings.thread_context_weight, TEXT_UPKEEP_SECONDS)
+
+    def _checkpoint(self) -> None:
+        """Fold the write-ahead log into the database; after a purge, empty it too (its old
+        frames hold the purged text), until that succeeds."""
+        if not self._purged.is_set():
+            self.db.checkpoint()
+            return
+        self._purged.clear()  # a purge committed from now on sets it again
+        if self.db.checkpoint(truncate=True):
+            self._purged.set()
 
     def _recalled(self, seqs: list[int]) -> None:
         """Recall statistics were written: cached copies of those memories are out of date."""

@@ -59,6 +59,7 @@ class Transaction:
         self.touched: set[str] = set()  # memory ids whose cached copies are out of date
         self.reshaped = False  # the whole namespace changed (reorbit): drop all of it
         self.added = 0  # memories inserted (the planner's statistics follow the growth)
+        self.purged = 0  # memories deleted for good (the write-ahead log is emptied after)
 
     # --- memories ------------------------------------------------------------------------
     def store(self, drafts: Sequence[Draft], vectors: np.ndarray, op: Op = Op.STORE) -> list[Memory]:
