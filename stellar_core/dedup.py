@@ -2,8 +2,9 @@
 
 ``consolidate`` reads a namespace's vectors in one query, finds every pair at or above the
 threshold (``near_pairs``), joins pairs transitively into clusters, and merges each cluster in
-one transaction: the survivor keeps its own content and records the others (texts, ids, times,
-tags, metadata, recall counts) in ``metadata["merged"]``; the others are forgotten.
+one transaction: the survivor keeps its own content and records the others (ids, times, tags,
+recall counts; not their texts, which go when they are purged) in ``metadata["merged"]``; the
+others are forgotten.
 
 Only standalone memories take part: a memory in a thread is a turn of a conversation or a
 chunk of a document, and two "Yes." in two conversations are two events (decision 0006), while
@@ -29,9 +30,9 @@ from stellar_core import validation as check
 from stellar_core.engine import Engine
 from stellar_core.errors import ValidationError
 from stellar_core.models import Memory, Principal
+from stellar_core.store.edges import SUMMARY_TYPE
 from stellar_core.store.records import fetch_seqs, live, m
 from stellar_core.store.schema import memories, memory_vectors
-from stellar_core.summaries import SUMMARY_TYPE
 
 if TYPE_CHECKING:
     from stellar_core.memory import StellarMemory
@@ -273,17 +274,15 @@ def _is_summary(x: Memory) -> bool:
 
 def _history(x: Memory, similarity: float, now: float) -> list[dict[str, Any]]:
     """The entry of a merged memory, preceded by those of memories merged into it before (one
-    flat list on the survivor, so every original text stays one lookup away)."""
-    meta = dict(x.metadata)
-    earlier = _as_list(meta.pop("merged", None))
+    flat list on the survivor). No content or metadata: the merged memory is purged in time,
+    and its text must go with it (decision 0029)."""
+    earlier = _as_list(x.metadata.get("merged"))
     entry = {
         "id": x.id,
-        "content": x.content,
         "created_at": x.created_at,
         "importance": x.importance,
         "recall_count": x.recall_count,
         "tags": list(x.tags),
-        "metadata": meta,
         "thread": x.thread,
         "similarity": round(similarity, 4),
         "merged_at": now,

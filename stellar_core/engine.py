@@ -12,6 +12,7 @@ brought up to date. Nothing else opens a database transaction.
 from __future__ import annotations
 
 import copy
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -119,7 +120,8 @@ class Engine:
         )
         self.cipher = Cipher(ring, settings.encryption_strict) if ring is not None else None
         self._recalls = RecallLog(self.db, on_flush=self._recalled)
-        rounds: list[Callable[[], object]] = [self._recalls.flush, self._index_upkeep, self.db.checkpoint]
+        self._purged = threading.Event()  # set after a purge: the write-ahead log is to be emptied
+        rounds: list[Callable[[], object]] = [self._recalls.flush, self._index_upkeep, self._checkpoint]
         if self.audit is not None:
             rounds.append(self.audit.flush)
         self._upkeep = Upkeep(settings.stats_flush_seconds, rounds)
@@ -218,6 +220,8 @@ class Engine:
         if tx.added:
             self.db.added(tx.added)
         self.record(who, action, ns, [*tx.stored, *tx.touched], "allowed")
+        if tx.purged:
+            self._purged.set()
 
     @contextmanager
     def administering(
@@ -330,6 +334,16 @@ class Engine:
     def _index_upkeep(self) -> None:
         self.vectors().upkeep()
         self.db.dialect.text_index_upkeep(self.db, self.settings.thread_context_weight, TEXT_UPKEEP_SECONDS)
+
+    def _checkpoint(self) -> None:
+        """Fold the write-ahead log into the database; after a purge, empty it too (its old
+        frames hold the purged text), until that succeeds."""
+        if not self._purged.is_set():
+            self.db.checkpoint()
+            return
+        self._purged.clear()  # a purge committed from now on sets it again
+        if self.db.checkpoint(truncate=True):
+            self._purged.set()
 
     def _recalled(self, seqs: list[int]) -> None:
         """Recall statistics were written: cached copies of those memories are out of date."""

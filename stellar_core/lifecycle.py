@@ -17,7 +17,7 @@ from stellar_core.clock import DAY, bump
 from stellar_core.models import Op, ReorbitReport, Zone
 from stellar_core.scoring import BOUNDED, ZonePolicy, forget_after_days, score_sql
 from stellar_core.settings import Settings
-from stellar_core.store import changelog, fulltext
+from stellar_core.store import changelog, edges, fulltext
 from stellar_core.store.dialect import Dialect
 from stellar_core.store.records import live, m
 from stellar_core.store.schema import links, memories
@@ -166,23 +166,34 @@ def _forget(tx: Transaction) -> int:
 
 
 def _purge(tx: Transaction) -> int:
+    """Delete the tombstones past the retention period for good, with whatever else holds
+    their text: the summaries made from them, their events' payloads (the events stay), what
+    the full-text index keeps of deleted rows (decision 0029)."""
     conn, dialect, namespace, s, now, agent = _unpack(tx)
-    rows = conn.execute(
-        memories.delete()
-        .where(
-            m.namespace == namespace,
-            m.deleted_at.is_not(None),
-            m.deleted_at <= now - s.purge_after_days * DAY,
-        )
-        .returning(m.id, m.vector_clock)
-    ).all()
-    ids = [r[0] for r in rows]
+    due = (m.namespace == namespace) & (m.deleted_at <= now - s.purge_after_days * DAY)
+    ids = list(conn.execute(sa.select(m.id).where(m.deleted_at.is_not(None), due)).scalars())
+    if not ids:
+        return 0
+    summaries: dict[str, bool] = {}  # made from them: id -> forgotten already
+    for i in range(0, len(ids), 900):
+        summaries.update(edges.summaries_of(conn, namespace, ids[i : i + 900]))
+    for summary_id in sorted(summaries.keys() - set(ids)):
+        if not summaries[summary_id]:  # the summarise job has not replaced it yet
+            tx.forget(summary_id)
+        ids.append(summary_id)
+    texts = changelog.scrub(conn, namespace, ids)
+    rows: list[sa.Row[Any]] = []
     for i in range(0, len(ids), 900):
         chunk = ids[i : i + 900]
+        gone = memories.delete().where(m.id.in_(chunk)).returning(m.id, m.vector_clock, m.content)
+        rows += conn.execute(gone).all()
         conn.execute(links.delete().where(sa.or_(links.c.source_id.in_(chunk), links.c.target_id.in_(chunk))))
+    dialect.text_index_scrub(conn, namespace, list(dict.fromkeys(texts + [r[2] for r in rows])))
     events = [changelog.event((namespace, mid), Op.PURGE, agent, tx.stamp(), now, {}, bump(vc or {}, agent))
-              for mid, vc in rows]  # fmt: skip
+              for mid, vc, _ in rows]  # fmt: skip
     changelog.record(conn, dialect, events)
+    tx.touched.update(ids)
+    tx.purged += len(rows)
     return len(rows)
 
 

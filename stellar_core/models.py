@@ -161,7 +161,8 @@ class ChangeEvent:
 
     ``seq`` is its place in this database's log (a later change has a larger seq; 0 for an
     event not written yet). ``payload``: the stored memory for store and import, the fields
-    that changed for update, the link for link, why for forget."""
+    that changed for update, the link for link, why for forget; ``{"scrubbed": True}`` once
+    the memory is purged."""
 
     seq: int
     namespace: str

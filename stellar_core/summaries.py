@@ -11,7 +11,8 @@ to each source memory. Running ``summarise`` again
 - stores a new summary for a changed source and forgets the old one, in one transaction (a
   crash leaves the old summary or the new one);
 - forgets summaries whose sources are gone, or changed and now too short to summarise.
-A source the summariser fails on is reported and keeps whatever summary it had.
+A source the summariser fails on is reported and keeps whatever summary it had. A summary
+holds its sources' text, so purging a source purges it too (lifecycle.py, decision 0029).
 """
 
 from __future__ import annotations
@@ -26,14 +27,13 @@ import sqlalchemy as sa
 from stellar_core import validation as check
 from stellar_core.engine import Engine
 from stellar_core.errors import NotFoundError, SummarizerError
+from stellar_core.store.edges import DERIVED_FROM, SUMMARY_TYPE
 from stellar_core.store.records import live, m
 from stellar_core.store.schema import links, memories
 from stellar_core.summarizers import LlmSummarizer, Summarizer, shorten, summarizer_for
 from stellar_core.writes import Transaction
 
 DOCUMENT_TYPES = frozenset({"file", "web", "api"})
-SUMMARY_TYPE = "summary"
-DERIVED_FROM = "derived_from"
 MEMORY_KEY = "memory:"  # key prefix of a single memory's summary: memory:<id>
 _BATCH = 200  # sources read, summarised and stored together (one embedding batch)
 

@@ -65,6 +65,7 @@ class Transaction:
         self.added = 0  # memories inserted (the planner's statistics follow the growth)
         self.stored: list[str] = []  # ids of the memories inserted (for the audit)
         self._search: dict[str, str] = {}  # id -> keyed search words of a sealed memory
+        self.purged = 0  # memories deleted for good (the write-ahead log is emptied after)
 
     # --- memories ------------------------------------------------------------------------
     def store(self, drafts: Sequence[Draft], vectors: np.ndarray, op: Op = Op.STORE) -> list[Memory]:

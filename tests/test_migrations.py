@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
 from stellar_core.store.database import MIGRATIONS
 from stellar_core.store.dialect import namespace_token
+from stellar_core.store.schema import changes, memories
+from tests.fakes import HashEmbedder
 
 TURNS = [
     "user: where did the team hold the launch review?",
@@ -19,8 +23,9 @@ TURNS = [
 ]
 
 
-def _database_at(path: Path, revision: str) -> sa.Engine:
-    engine = sa.create_engine(f"sqlite:///{path}")
+def _database_at(path: Path | str, revision: str) -> sa.Engine:
+    """A database (a SQLite file, or a URL) migrated up to ``revision``."""
+    engine = sa.create_engine(str(path) if "://" in str(path) else f"sqlite:///{path}")
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
@@ -76,3 +81,42 @@ def test_a_revision_0002_database_upgrades_with_vectors_and_text_intact(
         columns = {c["name"] for c in sa.inspect(conn).get_columns("memories")}
     assert "memories_fts" not in tables and "memory_vectors" in tables
     assert "embedding" not in columns
+
+
+@pytest.mark.backends
+def test_0011_strips_the_texts_of_merged_memories_from_merge_histories(
+    tmp_path: Path, open_memory, database_url
+) -> None:
+    engine = _database_at(database_url(tmp_path / "old.db"), "0009")
+    entry = {"id": "b" * 32, "content": "the vault code is 44170925", "metadata": {"by": 1}, "tags": ["x"]}
+    history = {"merged": [entry, "a caller's own value"], "owner": "ines"}
+    with engine.begin() as conn:
+        for i, meta in enumerate([history, {"merged": 3}]):  # a "merged" that is no history stays
+            conn.execute(memories.insert().values(_row(i, meta)))
+        for payload in ({"metadata": history}, {"importance": 0.7}):
+            conn.execute(changes.insert().values(_event(0, payload)))
+    engine.dispose()
+
+    mem = open_memory(tmp_path / "old.db", embedder=HashEmbedder())
+    stripped = {"merged": [{"id": "b" * 32, "tags": ["x"]}, "a caller's own value"], "owner": "ines"}
+    assert [mem.get(f"{i:032x}").metadata for i in (0, 1)] == [stripped, {"merged": 3}]
+    with mem.engine.db.read() as conn:
+        payloads = conn.execute(sa.select(changes.c.payload).order_by(changes.c.seq)).scalars().all()
+    assert payloads == [{"metadata": stripped}, {"importance": 0.7}]
+
+
+def _row(i: int, meta: dict[str, Any]) -> dict[str, Any]:
+    """A memories row of schema 0009."""
+    return {
+        "id": f"{i:032x}", "namespace": "default", "content": f"memory {i}", "content_hash": f"{i:064x}",
+        "importance": 0.5, "pinned": False, "recall_count": 0, "created_at": 1e9, "updated_at": 1e9,
+        "last_access_at": 1e9, "zone": "inner", "score": 0.6, "meta": meta, "encrypted": False,
+        "origin_agent": "a", "hlc": f"{i:013d}.00000", "vector_clock": {"a": 1},
+    }  # fmt: skip
+
+
+def _event(i: int, payload: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "namespace": "default", "memory_id": f"{i:032x}", "op": "update", "agent": "a",
+        "hlc": f"{i:013d}.00000", "vector_clock": {}, "payload": payload, "created_at": 1e9,
+    }  # fmt: skip

@@ -45,6 +45,24 @@ def record(conn: sa.Connection, dialect: Dialect, events: Sequence[ChangeEvent])
     dialect.insert_many(conn, changes, rows)
 
 
+SCRUBBED = {"scrubbed": True}  # the payload of an event whose memory was purged
+
+
+def scrub(conn: sa.Connection, namespace: str, memory_ids: Sequence[str]) -> list[str]:
+    """Empty the payloads of these memories' events (they are being purged): the events stay,
+    so whoever follows the log stays in step, but none holds what the memories said. Returns
+    the texts the payloads held (their words leave the full-text statistics too)."""
+    texts: list[str] = []
+    for i in range(0, len(memory_ids), 500):
+        theirs = (c.namespace == namespace) & c.memory_id.in_(memory_ids[i : i + 500])
+        for payload in conn.execute(sa.select(c.payload).where(theirs)).scalars():
+            content = (payload or {}).get("content")
+            if isinstance(content, str):
+                texts.append(content)
+        conn.execute(changes.update().where(theirs).values(payload=SCRUBBED))
+    return texts
+
+
 def since(conn: sa.Connection, namespace: str, seq: int) -> list[tuple[int, str, str]]:
     """(seq, memory_id, op) of the namespace's changes after ``seq``, oldest first."""
     return [(int(s), mid, op) for s, mid, op in conn.execute(_SINCE, {"namespace": namespace, "seq": seq})]

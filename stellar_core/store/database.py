@@ -195,10 +195,10 @@ class Database:
             self._peek_connections.add(conn)
             return conn
 
-    def checkpoint(self) -> int:
+    def checkpoint(self, truncate: bool = False) -> int:
         """Fold the write-ahead log into the database (see the dialect's ``checkpoint``)."""
         with _translated(), self.engine.connect() as conn:
-            return self.dialect.checkpoint(conn)
+            return self.dialect.checkpoint(conn, truncate)
 
     def close(self) -> None:
         # A refresh running in its thread finishes first; the wait is bounded, since a process

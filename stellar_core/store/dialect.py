@@ -66,8 +66,9 @@ class Dialect(Protocol):
     def refresh_statistics(self, conn: sa.Connection) -> None:
         """Planner statistics after bulk changes."""
 
-    def checkpoint(self, conn: sa.Connection) -> int:
-        """Upkeep of the write-ahead log; returns what is left to do (0: nothing)."""
+    def checkpoint(self, conn: sa.Connection, truncate: bool = False) -> int:
+        """Upkeep of the write-ahead log; returns what is left to do (0: nothing).
+        ``truncate``: empty the log file too (it keeps old copies of pages)."""
 
     def insert(self, table: sa.Table) -> Any:
         """An INSERT that supports ``on_conflict_do_update`` / ``on_conflict_do_nothing``."""
@@ -82,7 +83,11 @@ class Dialect(Protocol):
         """(Re)index rows of one namespace."""
 
     def text_index_drop(self, conn: sa.Connection, namespace: str, seqs: Sequence[int]) -> None:
-        """Remove rows from a namespace's full-text index."""
+        """Remove rows from a namespace's full-text index for good (they are forgotten)."""
+
+    def text_index_scrub(self, conn: sa.Connection, namespace: str, texts: Sequence[str]) -> None:
+        """After a purge: nothing the index keeps besides its rows (deleted terms, statistics)
+        still holds the words of ``texts``, the purged memories' texts."""
 
     def text_search(
         self,

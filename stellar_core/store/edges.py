@@ -13,6 +13,11 @@ from stellar_core.store.schema import links, memories
 
 c = links.c
 
+# A summary memory (source type ``summary``) links ``derived_from`` each memory it was made
+# from: it holds their text, so it is purged with them.
+SUMMARY_TYPE = "summary"
+DERIVED_FROM = "derived_from"
+
 
 def put(conn: sa.Connection, dialect: Dialect, ns: str, link: Link) -> Link:
     """Create the edge, or set the weight of an existing (source, target, kind) edge."""
@@ -52,6 +57,17 @@ def around(conn: sa.Connection, ns: str, memory_id: str, direction: str, kind: s
         q = q.where(c.kind == kind)
     rows = conn.execute(q.order_by(c.created_at)).all()
     return [Link(r.source_id, r.target_id, r.kind, r.weight, r.created_at) for r in rows]
+
+
+def summaries_of(conn: sa.Connection, ns: str, ids: Sequence[str]) -> list[tuple[str, bool]]:
+    """(id, forgotten) of the summaries made from any of these memories."""
+    q = (
+        sa.select(m.id, m.deleted_at.is_not(None))
+        .join_from(links, memories, m.id == c.source_id)
+        .where(c.target_id.in_(ids), c.kind == DERIVED_FROM, m.namespace == ns, m.source_type == SUMMARY_TYPE)
+        .distinct()
+    )
+    return [(i, bool(gone)) for i, gone in conn.execute(q).tuples()]
 
 
 def count(conn: sa.Connection, ns: str) -> int:

@@ -92,15 +92,27 @@ def put(conn: sa.Connection, namespace: str, rows: TextRows) -> None:
     _add_statistics(conn, namespace, seqs, +1)
 
 
-def drop(conn: sa.Connection, namespace: str, seqs: Sequence[int]) -> None:
+def drop(conn: sa.Connection, namespace: str, seqs: Sequence[int], unlist: bool = False) -> None:
     """Remove rows from a namespace's index. Their list entries stay until the list is built
-    again: a list may hold more than its best memories (each is scored from its row), never
-    fewer."""
+    again (a list may hold more than its best memories, each scored from its row, never
+    fewer), unless ``unlist``: the rows are forgotten, so they leave the lists now."""
     if not seqs:
         return
     _add_statistics(conn, namespace, seqs, -1)
-    gone = memory_text.delete().where(in_json_list(memory_text.c.seq, "seqs"))
-    conn.execute(gone, {"seqs": json_list(seqs)})
+    params = {"ns": namespace, "seqs": json_list(seqs)}
+    if unlist:
+        conn.execute(_UNLIST, params)
+    conn.execute(memory_text.delete().where(in_json_list(memory_text.c.seq, "seqs")), params)
+
+
+def scrub(conn: sa.Connection, namespace: str, texts: Sequence[str]) -> None:
+    """Forget the terms of ``texts`` (purged memories' texts) that no memory holds any
+    longer: their statistics and lists. The namespace's statistics row is locked first, as
+    every writer locks it."""
+    if not texts or conn.execute(_LOCK_STATS, {"ns": namespace}).first() is None:
+        return
+    for i in range(0, len(texts), 500):
+        conn.execute(_FORGET_TERMS, {"ns": namespace, "texts": list(texts[i : i + 500])})
 
 
 def _add_statistics(conn: sa.Connection, namespace: str, seqs: Sequence[int], sign: int) -> None:
@@ -348,6 +360,24 @@ _UPSERT_TERMS = """
         min_length = least(text_terms.min_length, excluded.min_length)
 """
 _TAKE_TERMS = sa.text(f"WITH h AS ({_POSTINGS}) {_UPSERT_TERMS}")
+# A forgotten row's entries on the lists of its terms (found by the list's key).
+_UNLIST = sa.text(
+    "DELETE FROM text_top p USING memory_text t, unnest(t.doc) u "
+    f"WHERE t.seq IN ({SEQS_SQL}) AND p.namespace = :ns AND p.lexeme = u.lexeme AND p.seq = t.seq"
+)
+# Terms of the texts held by no memory: the term rows go, and with them what lists remain.
+_FORGET_TERMS = sa.text(
+    """
+    WITH words AS (
+        SELECT DISTINCT w.lexeme FROM unnest(CAST(:texts AS text[])) AS x(content),
+            unnest(tsvector_to_array(to_tsvector('english', x.content))) AS w(lexeme)
+    ), gone AS (
+        DELETE FROM text_terms t USING words
+        WHERE t.namespace = :ns AND t.lexeme = words.lexeme AND t.docs <= 0 RETURNING t.lexeme
+    )
+    DELETE FROM text_top p USING gone WHERE p.namespace = :ns AND p.lexeme = gone.lexeme
+    """
+)
 # Added rows also go on the lists whose floors they beat (ranked as each list was).
 _ADD_TERMS = sa.text(
     f"""

@@ -102,7 +102,7 @@ class PostgresDialect:
         HNSW search for a sort of the whole table."""
         conn.exec_driver_sql("ANALYZE")
 
-    def checkpoint(self, conn: sa.Connection) -> int:
+    def checkpoint(self, conn: sa.Connection, truncate: bool = False) -> int:
         """The server checkpoints on its own."""
         return 0
 
@@ -141,7 +141,12 @@ class PostgresDialect:
     def text_index_drop(self, conn: sa.Connection, namespace: str, seqs: Sequence[int]) -> None:
         from stellar_core.store import pgtext
 
-        pgtext.drop(conn, namespace, seqs)
+        pgtext.drop(conn, namespace, seqs, unlist=True)
+
+    def text_index_scrub(self, conn: sa.Connection, namespace: str, texts: Sequence[str]) -> None:
+        from stellar_core.store import pgtext
+
+        pgtext.scrub(conn, namespace, texts)
 
     def text_index_upkeep(self, db: Any, context_weight: float, seconds: float | None) -> int:
         """Builds the common terms' lists (search/pgtext.py)."""

@@ -149,7 +149,7 @@ changes = sa.Table(
     sa.Column("payload", Json, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Index("ix_changes_ns_seq", "namespace", "seq"),
-    sa.Index("ix_changes_ns_memory", "namespace", "memory_id"),  # a memory's events
+    sa.Index("ix_changes_ns_memory", "namespace", "memory_id"),  # a purge scrubs a memory's events
 )
 
 namespace_config = sa.Table(

@@ -16,12 +16,16 @@ from stellar_core.store.dialect import TextRows, namespace_token
 from stellar_core.store.schema import memories
 from stellar_core.store.vectors import VectorIndexes
 
+_BUSY_TIMEOUT = "PRAGMA busy_timeout=15000"
 _PRAGMAS = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=NORMAL",
-    "PRAGMA busy_timeout=15000",
+    _BUSY_TIMEOUT,
     "PRAGMA foreign_keys=ON",
     "PRAGMA temp_store=MEMORY",
+    # Deleted content is overwritten with zeros, not left in free space: a purged memory's
+    # text must not stay in the file (store and recall cost the same, decision 0029).
+    "PRAGMA secure_delete=ON",
     "PRAGMA cache_size=-65536",
     # Checkpoints copy the WAL into the database inside some writer's commit. A 32 MB bound
     # instead of 4 MB makes that rare (batch stores +10%); the upkeep thread checkpoints
@@ -84,11 +88,20 @@ class SqliteDialect:
         conn.exec_driver_sql("PRAGMA analysis_limit=400")
         conn.exec_driver_sql("ANALYZE")
 
-    def checkpoint(self, conn: sa.Connection) -> int:
+    def checkpoint(self, conn: sa.Connection, truncate: bool = False) -> int:
         """Copy what it can of the WAL into the database without waiting for anyone;
-        returns the frames left over (0: the WAL is fully checkpointed)."""
-        _busy, frames, done = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
-        return max(0, int(frames) - int(done))
+        returns the frames left over (0: the WAL is fully checkpointed). ``truncate`` also
+        empties the WAL file, whose old frames hold old copies of pages, if no reader is on
+        it (else it returns 1 and the next round tries again)."""
+        if not truncate:
+            _busy, frames, done = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
+            return max(0, int(frames) - int(done))
+        conn.exec_driver_sql("PRAGMA busy_timeout=0")  # a writer must not wait behind it
+        try:
+            busy, _frames, _done = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
+        finally:
+            conn.exec_driver_sql(_BUSY_TIMEOUT)
+        return int(busy)
 
     def insert(self, table: sa.Table) -> Any:
         """An INSERT that supports ``on_conflict_do_update`` / ``on_conflict_do_nothing``."""
@@ -143,6 +156,14 @@ class SqliteDialect:
             chunk = list(seqs[i : i + 500])
             marks = ",".join("?" * len(chunk))
             conn.exec_driver_sql(f"DELETE FROM {table} WHERE rowid IN ({marks})", tuple(chunk))
+
+    def text_index_scrub(self, conn: sa.Connection, namespace: str, texts: Sequence[str]) -> None:
+        """FTS5 leaves a deleted row's terms in its segments until they are merged; 'optimize'
+        merges them all now (0.5 s at 100k memories; SQLite 3.42's 'secure-delete' would not
+        need it)."""
+        table = self._text_table(conn, namespace, create=False)
+        if table is not None:
+            conn.exec_driver_sql(f"INSERT INTO {table}({table}) VALUES ('optimize')")
 
     def text_index_upkeep(self, db: Any, context_weight: float, seconds: float | None) -> int:
         """Nothing: FTS5 keeps its own index in shape."""
