@@ -90,7 +90,7 @@ class Security:
     def grants(self, agent: str | None = None, *, principal: Who = None) -> list[Grant]:
         """The grants (of ``agent``, if given) on what the caller administers."""
         who = check.principal(principal, self._engine.principal)
-        with self._engine.db.read() as conn:
+        with self._engine.snapshot() as conn:
             found = load_grants(conn, agent)
         return [g for g in found if self._engine.may(who, "grant", g.namespace)]
 
@@ -137,7 +137,7 @@ class Security:
         revoked (and the attempt is audited either way)."""
         engine = self._engine
         try:
-            with engine.db.read() as conn:
+            with engine.snapshot() as conn:
                 agent = keys.authenticate(conn, key, engine.clock.now())
         except PermissionDenied as exc:
             engine.record(Principal("(unknown)"), "authenticate", None, (), "denied", str(exc))

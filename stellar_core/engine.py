@@ -59,16 +59,10 @@ class Admission:
 
 
 @dataclass
-class Reading:
+class Reading(Admission):
     """A read admitted through the gate: one consistent snapshot of the database."""
 
-    conn: sa.Connection
-    namespace: str
-    principal: Principal
-    ids: list[str]  # the admission's: what ``saw`` adds is audited
-
-    def saw(self, ids: Iterable[str]) -> None:
-        self.ids.extend(ids)
+    conn: sa.Connection = field(kw_only=True)
 
 
 class Engine:
@@ -189,7 +183,7 @@ class Engine:
     ) -> Iterator[Reading]:
         """A read admitted (see ``admitted``), in one snapshot."""
         with self.admitted(action, namespace, principal) as a, self.db.read() as conn:
-            yield Reading(conn, a.namespace, a.principal, a.ids)
+            yield Reading(a.namespace, a.principal, a.ids, conn=conn)  # its ids are the admission's
 
     def snapshot(self) -> AbstractContextManager[sa.Connection]:
         """A read snapshot for a call admitted already (a cache miss of ``get``)."""
