@@ -13,6 +13,7 @@ from stellar_core.admin import AuditCheck, Rotation, Security
 from stellar_core.clock import Clock, SteppingClock, SystemClock
 from stellar_core.embeddings import Embedder, OpenAIEmbedder, SentenceTransformerEmbedder
 from stellar_core.errors import (
+    BadEvent,
     ConfigurationError,
     EmbeddingError,
     EncryptionError,
@@ -25,12 +26,15 @@ from stellar_core.errors import (
     StellarError,
     StorageError,
     SummarizerError,
+    SyncError,
+    SyncUnavailable,
     TransientError,
     ValidationError,
 )
 from stellar_core.memory import StellarMemory
 from stellar_core.models import (
     ChangeEvent,
+    Conflict,
     ForgetReport,
     ImportReport,
     IngestResult,
@@ -42,6 +46,7 @@ from stellar_core.models import (
     ReorbitReport,
     Source,
     Stats,
+    SyncStatus,
     Zone,
 )
 from stellar_core.scoring import ZonePolicy
@@ -50,6 +55,8 @@ from stellar_core.security.crypto import KeyProvider, KeyRing
 from stellar_core.security.keys import ApiKey
 from stellar_core.settings import Settings
 from stellar_core.snippets import snippet
+from stellar_core.sync.merge import Applied
+from stellar_core.sync.replica import Subscription, Sync
 
 if TYPE_CHECKING:
     from stellar_core.connectors.api import ApiSource, ingest_api
@@ -94,10 +101,13 @@ def __dir__() -> list[str]:
 __all__ = [
     "ApiKey",
     "ApiSource",
+    "Applied",
     "AuditCheck",
+    "BadEvent",
     "ChangeEvent",
     "Clock",
     "ConfigurationError",
+    "Conflict",
     "DedupResult",
     "Document",
     "Embedder",
@@ -132,8 +142,13 @@ __all__ = [
     "StellarMemory",
     "SteppingClock",
     "StorageError",
+    "Subscription",
     "SummarizerError",
     "SummaryResult",
+    "Sync",
+    "SyncError",
+    "SyncStatus",
+    "SyncUnavailable",
     "SystemClock",
     "TransientError",
     "ValidationError",

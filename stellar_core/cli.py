@@ -11,6 +11,8 @@
     stellar --db notes.db grant alice team reader   # and revoke, grants; api-key create alice
     stellar --db notes.db key rotate                # and key new / usage / retire ID
     stellar --db notes.db audit verify              # the first edited or deleted record, if any
+    stellar --db notes.db sync run                  # with other replicas (STELLAR_SYNC_URL), until Ctrl-C
+    stellar --db notes.db sync status               # and conflicts, resolve ID --keep loser, held, trim
 
 Global options (``--db``, ``--namespace``, ``--agent``, ``--json``) go before or after the
 subcommand. Output is for people unless ``--json`` is given. Errors print ``error: ...`` on
@@ -28,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
+from stellar_core import validation as check
 from stellar_core.errors import StellarError, ValidationError
 from stellar_core.memory import StellarMemory
 from stellar_core.models import IngestResult, RecallHit, Zone, to_datetime
@@ -172,6 +175,78 @@ def audit(mem: StellarMemory, args: argparse.Namespace) -> Any:
     return mem.security.audit(limit=args.limit)
 
 
+# --- sync between replicas (decision 0030) ----------------------------------------------------
+def sync(mem: StellarMemory, args: argparse.Namespace) -> Any:
+    names = _namespaces(args)
+    each: list[str | None] = list(names) if names else [None]  # None: the default
+    if args.action == "run":
+        return _sync_once(mem, names, args.batches) if args.once else _sync_until_stopped(mem)
+    if args.action == "status":
+        return [asdict(s) for ns in each for s in mem.sync.status(ns)]
+    if args.action == "conflicts":
+        return [asdict(x) for ns in each for x in mem.sync.conflicts(ns)]
+    if args.action == "held":
+        return [row for ns in each for row in mem.sync.held(ns)]
+    if args.action == "resolve":
+        if args.conflict_id is None or (args.keep is None) == (args.content is None):
+            raise ValidationError("sync resolve needs a conflict id (sync conflicts) and --keep or --content")
+        keep = args.keep or {"content": args.content}
+        memory = mem.sync.resolve(args.conflict_id, keep, namespace=args.namespace)
+        return {"resolved": args.conflict_id, "kept": args.keep or "content", "memory": memory.to_dict()}
+    if args.action == "bootstrap":
+        if not args.source:
+            raise ValidationError("sync bootstrap needs --from: the database to copy the namespace from")
+        namespace = names[-1] if names else mem.namespace
+        source = args.source
+        return {"namespace": namespace, "memories": mem.sync.bootstrap(namespace, source)}
+    return {"trimmed": mem.sync.trim(names)}
+
+
+def _sync_once(mem: StellarMemory, names: list[str] | None, batches: int) -> dict[str, Any]:
+    """One round, as the sync flow runs it: publish the outbox, apply up to ``batches``
+    batches, trim the streams."""
+    published = mem.sync.publish_all()
+    n, applied = mem.sync.drain(names, batches)
+    trimmed = mem.sync.trim(names)
+    return {"publish": {"published": published}, "apply": {"batches": n, **asdict(applied)},
+            "trim": {"trimmed": trimmed}}  # fmt: skip
+
+
+def _sync_until_stopped(mem: StellarMemory) -> dict[str, Any]:
+    """Publish and apply in the background until Ctrl-C or SIGTERM, then publish what is left."""
+    stop = threading.Event()
+    # A signal only ends the wait: an interrupt raised in the middle of a write could leave
+    # the process unable to shut down.
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        mem.sync.start()
+        print("syncing; Ctrl-C stops", file=sys.stderr, flush=True)
+        while not stop.wait(1.0):
+            if mem.sync.failure is not None:  # behind the trim point, say: it cannot go on
+                raise mem.sync.failure
+    finally:
+        mem.sync.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return {"sync": "stopped"}
+
+
+def _namespaces(args: argparse.Namespace) -> list[str] | None:
+    """The namespaces a sync command names (``--namespace``, repeatable), checked; None: all."""
+    given = getattr(args, "namespaces", None) or ([args.namespace] if args.namespace else None)
+    return None if given is None else [check.namespace(ns) for ns in given]
+
+
+class _Namespaces(argparse.Action):
+    """``--namespace`` of ``sync``: repeatable (``args.namespaces``); the last one is also the
+    namespace to work in, as everywhere else."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:  # fmt: skip
+        namespace.namespaces = [*(getattr(namespace, "namespaces", None) or []), values]
+        namespace.namespace = values
+
+
 CREATING = {"store", "import", "ingest"}  # the others need a database that exists
 
 COMMANDS: dict[str, Command] = {
@@ -190,6 +265,7 @@ COMMANDS: dict[str, Command] = {
     "api-key": api_key,
     "key": key,
     "audit": audit,
+    "sync": sync,
 }
 
 
@@ -228,6 +304,8 @@ def _human(command: str, out: Any) -> str:
             f"exported {out['memories']} memories and {out['links']} links "
             f"of namespace {out['namespace']} to {out['file']}"
         )
+    if command.startswith("sync "):
+        return _human_sync(command.removeprefix("sync "), out)
     if command in ("grants", "api-key", "key", "audit", "grant", "revoke"):
         return json.dumps(out, indent=2, ensure_ascii=False, default=str)  # small records: shown whole
     if command == "ingest":
@@ -241,6 +319,60 @@ def _human(command: str, out: Any) -> str:
     return (
         f"imported {out['imported']} memories into namespace {out['namespace']} "
         f"({out['skipped']} skipped, {out['links']} links)"
+    )
+
+
+def _human_sync(action: str, out: Any) -> str:
+    if action == "run":
+        if "sync" in out:
+            return "sync stopped"
+        a = out["apply"]
+        return (
+            f"published {out['publish']['published']} changes; applied {a['applied']} events in "
+            f"{a['batches']} batches ({a['duplicates']} duplicates, {a['waiting']} waiting, "
+            f"{a['refused']} refused, {a['conflicts']} conflicts); "
+            f"trimmed {out['trim']['trimmed']} stream entries"
+        )
+    if action == "status":
+        return "\n".join(_sync_status(s) for s in out) or "no namespace to sync"
+    if action == "conflicts":
+        return "\n".join(_conflict(x) for x in out) or "no open conflicts"
+    if action == "held":
+        why = [f"waits for {h['awaits']}" if h["awaits"] else "refused" for h in out]
+        return "\n".join(f"{h['origin']}  {w}: {h['reason']}" for h, w in zip(out, why, strict=True)) or (
+            "no held events"
+        )
+    if action == "resolve":
+        kept = "the given content" if out["kept"] == "content" else f"the {out['kept']}"
+        return f"resolved conflict {out['resolved']}: kept {kept} of memory {out['memory']['id']}"
+    if action == "bootstrap":
+        return f"bootstrapped namespace {out['namespace']}: {out['memories']} memories in the snapshot"
+    return f"trimmed {out['trimmed']} stream entries"
+
+
+def _sync_status(s: dict[str, Any]) -> str:
+    counts = f"{s['unpublished']} unpublished, {s['held']} held, {s['conflicts']} open conflicts"
+    if not s["connected"]:
+        return f"{s['namespace']}: not connected (STELLAR_SYNC_URL unset, or Redis down); {counts}"
+    lag = "" if s["lag_ms"] is None else f" ({s['lag_ms'] / 1000:.1f} s)"
+    when = {k: to_datetime(s[f"last_{k}_at"]) for k in ("published", "applied")}
+    last = "; ".join(f"last {k} {t.isoformat(timespec='seconds')}" for k, t in when.items() if t)
+    return (
+        f"{s['namespace']}: {s['stream_length']} in the stream, {s['lag_events']} to apply{lag}, "
+        f"{s['pending']} pending, {s['consumers']} consumers; {counts}"
+        + (f"; {last}" if last else "")
+        + ("; BEHIND THE TRIM POINT: sync bootstrap --from URL" if s["needs_bootstrap"] else "")
+    )
+
+
+def _conflict(x: dict[str, Any]) -> str:
+    def version(v: dict[str, Any]) -> str:
+        shown = [f"{k}={json.dumps(val, ensure_ascii=False)[:80]}" for k, val in v["values"].items()]
+        return f"{', '.join(shown)}  ({v['stamp']})"
+
+    return (
+        f"#{x['id']} memory {x['memory_id']} ({', '.join(x['fields'])})\n"
+        f"    winner {version(x['winner'])}\n    loser  {version(x['loser'])}"
     )
 
 
@@ -310,9 +442,10 @@ def _key_value(text: str) -> tuple[str, str]:
 
 
 # --- parser ----------------------------------------------------------------------------------
-def _global_options(suppress: bool) -> argparse.ArgumentParser:
+def _global_options(suppress: bool, many: bool = False) -> argparse.ArgumentParser:
     """The options every command takes; subcommands get them with SUPPRESS so that a value given
-    before the subcommand is not overwritten by the subcommand's default."""
+    before the subcommand is not overwritten by the subcommand's default. ``many``: the
+    ``--namespace`` of ``sync``, which some of its actions take several times."""
     p = argparse.ArgumentParser(add_help=False)
 
     def default(value: Any) -> Any:
@@ -328,7 +461,9 @@ def _global_options(suppress: bool) -> argparse.ArgumentParser:
         "--namespace",
         metavar="NS",
         default=default(None),
-        help="namespace to work in (default from settings)",
+        help="namespace to work in (default from settings)"
+        + ("; repeatable: run, status and trim take several (default: every one synced)" if many else ""),
+        action=_Namespaces if many else "store",
     )
     p.add_argument("--agent", metavar="ID", default=default(None), help="acting agent id")
     p.add_argument("--json", action="store_true", default=default(False), help="machine-readable JSON output")
@@ -414,6 +549,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("audit", "the audit log: show (newest first), verify the chain, prune old records")
     p.add_argument("action", nargs="?", choices=["show", "verify", "prune"], default="show")
     p.add_argument("--limit", type=int, default=50)
+
+    about = (
+        "sync with other replicas (STELLAR_SYNC_URL): run, status, conflicts, resolve, held, bootstrap, trim"
+    )
+    several = [_global_options(suppress=True, many=True)]  # --namespace repeatable
+    p = sub.add_parser("sync", parents=several, help=about, description=about)
+    p.add_argument("action", choices=["run", "status", "conflicts", "resolve", "held", "bootstrap", "trim"])
+    p.add_argument("conflict_id", nargs="?", type=int, metavar="ID", help="resolve: the conflict")
+    p.add_argument("--once", action="store_true", help="run: one round (publish, apply, trim), then exit")
+    p.add_argument("--batches", type=int, default=100, help="run --once: batches to apply at most (100)")
+    p.add_argument("--keep", choices=["winner", "loser"], help="resolve: the version to keep")
+    p.add_argument("--content", metavar="TEXT", help="resolve: keep this content instead")
+    p.add_argument("--from", dest="source", metavar="URL", help="bootstrap: the database to copy (the hub's)")
     return parser
 
 
@@ -426,6 +574,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _read_input(args)
         settings = Settings()
+        if args.command == "sync" and args.action == "run" and (names := _namespaces(args)):
+            settings = Settings(sync_namespaces=names)  # follow only those
         if args.command == "key" and args.action == "new":
             out = new_key(settings, args)
             print(json.dumps(out, indent=2))
@@ -436,14 +586,15 @@ def main(argv: list[str] | None = None) -> int:
             agent=args.agent or settings.agent("cli"),
             settings=settings,
             background=False,
-            create=args.command in CREATING,
+            create=args.command in CREATING or (args.command == "sync" and args.action == "bootstrap"),
         ) as mem:
             out = COMMANDS[args.command](mem, args)
     except (StellarError, UnicodeDecodeError) as exc:
         return _fail(str(exc))
     except OSError as exc:
         return _fail(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc))
-    print(json.dumps(out, indent=2, ensure_ascii=False) if args.json else _human(args.command, out))
+    name = f"sync {args.action}" if args.command == "sync" else args.command
+    print(json.dumps(out, indent=2, ensure_ascii=False, default=str) if args.json else _human(name, out))
     return 0
 
 

@@ -76,3 +76,21 @@ def bump(vector_clock: dict[str, int], agent: str) -> dict[str, int]:
     out = dict(vector_clock)
     out[agent] = out.get(agent, 0) + 1
     return out
+
+
+def merged(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    """The vector clock that has seen what both have (element-wise max)."""
+    out = dict(a)
+    for agent, n in b.items():
+        out[agent] = max(out.get(agent, 0), n)
+    return out
+
+
+def dominated(a: dict[str, int], b: dict[str, int]) -> bool:
+    """Whether ``b`` has seen every change ``a`` has (a <= b)."""
+    return all(n <= b.get(agent, 0) for agent, n in a.items())
+
+
+def concurrent(a: dict[str, int], b: dict[str, int]) -> bool:
+    """Neither saw the other: two edits made without knowing of each other."""
+    return not dominated(a, b) and not dominated(b, a)

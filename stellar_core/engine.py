@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -26,13 +27,14 @@ from stellar_core import validation as check
 from stellar_core.clock import Clock, HybridLogicalClock, SystemClock
 from stellar_core.embeddings import CachedEmbedder, Embedder, embedder_from_settings
 from stellar_core.errors import ConfigurationError, EncryptionError, PermissionDenied
-from stellar_core.models import Memory, Principal
+from stellar_core.models import Memory, Op, Principal
 from stellar_core.scoring import ZonePolicy
 from stellar_core.search.lexical import query_terms
 from stellar_core.security.access import AccessControl, Grant, load_grants
 from stellar_core.security.audit import AuditLog
 from stellar_core.security.crypto import Cipher, KeyProvider, KeyRing
 from stellar_core.settings import Settings
+from stellar_core.store import changelog
 from stellar_core.store.cache import NoCache, RedisCache
 from stellar_core.store.database import Database
 from stellar_core.store.records import VERSION
@@ -113,7 +115,9 @@ class Engine:
             settings.encryption_primary_key,
         )
         self.cipher = Cipher(ring, settings.encryption_strict) if ring is not None else None
-        self._recalls = RecallLog(self.db, on_flush=self._recalled)
+        self.committed = threading.Event()  # set after each write: sync's publisher wakes up
+        # With sync on, each flush of recall statistics also logs this replica's counts.
+        self._recalls = RecallLog(self.db, self._recalled, self._log_recalls if settings.sync_url else None)
         self._purged = threading.Event()  # set after a purge: the write-ahead log is to be emptied
         rounds: list[Callable[[], object]] = [self._recalls.flush, self._index_upkeep, self._checkpoint]
         if self.audit is not None:
@@ -213,6 +217,7 @@ class Engine:
             self.cache.invalidate(ns, tx.touched)
         if tx.added:
             self.db.added(tx.added)
+        self.committed.set()
         self.record(who, action, ns, [*tx.stored, *tx.touched], "allowed")
         if tx.purged:
             self._purged.set()
@@ -308,6 +313,21 @@ class Engine:
         """A fresh hybrid-logical-clock timestamp of this agent."""
         return self._hlc.tick()
 
+    def observe(self, stamp: str) -> None:
+        """Move this agent's clock past a stamp of another (a change it has applied), so its
+        next change orders after it whatever its wall clock says."""
+        self._hlc.observe(stamp)
+
+    def _log_recalls(self, conn: sa.Connection, seqs: Sequence[int]) -> None:
+        """This replica's recall count of each memory (its total minus the other replicas'),
+        as change events for sync, in the transaction that wrote the statistics."""
+        events = [
+            changelog.event((ns, mid), Op.RECALL, self.principal.id, self.stamp(), self.clock.now(),
+                            {"replica": self.replica, "count": count, "at": at})
+            for ns, mid, count, at in reads.own_recall_counts(conn, seqs)
+        ]  # fmt: skip
+        changelog.record(conn, self.db.dialect, events)
+
     # --- upkeep and the object's lifetime ------------------------------------------------------
     def flush(self) -> None:
         """Write batched recall statistics now."""
@@ -367,6 +387,11 @@ class Engine:
             self.db.dialect.prepare_vectors(conn, self.embedder)
             if dim is None and self.embedder.known_dim is not None:
                 conn.execute(meta.insert().values(key="embedding_dim", value=str(self.embedder.known_dim)))
+            replica = reads.meta_value(conn, "replica_id")
+            if replica is None:  # this database's name among the replicas it syncs with
+                replica = uuid.uuid4().hex
+                conn.execute(meta.insert().values(key="replica_id", value=replica))
+            self.replica: str = replica
 
 
 def _with_content(x: Memory, content: str) -> Memory:

@@ -10,12 +10,15 @@
     │   ├── PermissionDenied    the principal may not do that in that namespace, or its API
     │   │                       key is unknown, expired or revoked
     │   ├── EncryptionError     a key is missing or wrong, or a ciphertext was altered
-    │   └── SourceError         a source cannot be ingested as it is (malformed URL, 404, not
-    │                           text, too large, invalid JSON, a private address)
+    │   ├── SourceError         a source cannot be ingested as it is (malformed URL, 404, not
+    │   │                       text, too large, invalid JSON, a private address)
+    │   └── SyncError           sync cannot go on as configured (behind the trim point)
+    │       └── BadEvent        a change event that cannot be applied (held for inspection)
     └── TransientError          may succeed on retry (database locked, network hiccup)
         ├── EmbeddingError      the embedding provider failed (HTTP error, timeout)
         ├── SourceUnavailable   a source did not answer (timeout, refused, 5xx)
-        └── SummarizerError     the LLM summariser did not answer usefully
+        ├── SummarizerError     the LLM summariser did not answer usefully
+        └── SyncUnavailable     Redis, which carries change events, does not answer
 
 Flows retry only ``TransientError``.
 """
@@ -81,3 +84,18 @@ class SourceUnavailable(TransientError):
 
 class SummarizerError(TransientError):
     """The LLM summariser did not answer usefully (HTTP error, timeout, malformed reply)."""
+
+
+class SyncError(PermanentError):
+    """Sync cannot go on as configured (a replica behind the stream's trim point with no
+    snapshot to bootstrap from, say)."""
+
+
+class BadEvent(SyncError):
+    """A change event from the stream that cannot be applied: malformed, forged, for another
+    namespace or from a newer schema. It is held for inspection, never applied."""
+
+
+class SyncUnavailable(TransientError):
+    """Redis, which carries the change events, does not answer; nothing was lost (the
+    outbox keeps what is to be published, the stream what is to be applied)."""

@@ -39,8 +39,9 @@ from stellar_core.search.recall import Filters, Query, recall
 from stellar_core.security.crypto import KeyProvider
 from stellar_core.settings import Settings
 from stellar_core.store import changelog, edges
+from stellar_core.store.database import url_for
+from stellar_core.sync.replica import Sync
 
-_DB_SUFFIXES = {".db", ".sqlite", ".sqlite3"}
 PAGE_MAX = 10_000  # memories() and events() return at most this many at once
 Who = Principal | str | None
 
@@ -54,7 +55,8 @@ class StellarMemory:
     that exists. Every call may name a ``namespace`` (a hard partition) and a ``principal``
     (the acting agent); both default to this instance's. ``keys`` supplies encryption keys
     (default: from the settings). ``security`` administers grants, API keys, encryption keys
-    and the audit log; ``engine`` is for the jobs (connectors, dedup, summaries).
+    and the audit log; ``sync`` replicates with other databases through Redis (status,
+    conflicts, subscriptions); ``engine`` is for the jobs (connectors, dedup, summaries).
     """
 
     def __init__(
@@ -72,17 +74,23 @@ class StellarMemory:
     ) -> None:
         s = settings or Settings()
         if location is not None:
-            s = s.model_copy(update={"database_url": _url_for(location)})
+            s = s.model_copy(update={"database_url": url_for(location)})
         self.engine = Engine(s, namespace=namespace, principal=agent, embedder=embedder, clock=clock,
                              background=background, create=create, keys=keys)  # fmt: skip
         self.security = Security(self.engine)  # grants, API keys, encryption keys, the audit log
+        self.sync = Sync(self.engine)  # this database as a replica: events to and from the others
+        if s.sync_background:
+            self.sync.start()
         self.settings = s
         self.namespace: str = self.engine.namespace  # of calls that name none
         self.principal: Principal = self.engine.principal  # who acts in calls that name nobody
 
     # --- lifetime ------------------------------------------------------------------------------
     def close(self) -> None:
-        """Write pending recall statistics and release the database."""
+        """Stop syncing (publishing what is left), write pending recall statistics and release
+        the database."""
+        self.engine.flush()  # its recall counts are change events for sync to publish
+        self.sync.close()
         self.engine.close()
 
     def __enter__(self) -> StellarMemory:
@@ -384,14 +392,3 @@ class StellarMemory:
         from stellar_core.portability import import_namespace
 
         return import_namespace(self.engine, document, namespace, principal)
-
-
-def _url_for(location: str | Path) -> str:
-    """A database URL from a URL, a database file or a data directory."""
-    text = str(location)
-    if "://" in text:
-        return text
-    path = Path(text).expanduser()
-    if not (path.suffix in _DB_SUFFIXES or path.is_file()):
-        path = path / "stellar.db"
-    return f"sqlite:///{path.absolute()}"

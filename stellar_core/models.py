@@ -153,6 +153,7 @@ class Op(enum.StrEnum):
     FORGET = "forget"
     LINK = "link"  # the memory gained (or re-weighted) an outgoing link; payload: the link
     PURGE = "purge"  # a tombstone's row was deleted for good
+    RECALL = "recall"  # (sync) a replica's recall count of the memory; payload: replica, count, at
 
 
 @dataclass(frozen=True)
@@ -256,3 +257,50 @@ class IngestResult:
         out = asdict(self)
         out["skipped"] = [{"source": src, "reason": why} for src, why in self.skipped]
         return out
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """Two concurrent edits of a memory (neither agent had seen the other's): the merge kept
+    ``winner`` (the later by hybrid logical clock, then agent id); ``loser`` is kept here until
+    someone resolves it. Each version: ``values`` of ``fields``, ``stamp`` ("<hlc> <agent>"),
+    ``vector_clock``."""
+
+    id: int
+    namespace: str
+    memory_id: str
+    fields: tuple[str, ...]
+    winner: dict[str, Any]
+    loser: dict[str, Any]
+    detected_at: float
+    resolved_at: float | None = None
+    resolution: str | None = None
+
+
+@dataclass(frozen=True)
+class SyncStatus:
+    """How far one replica is with one namespace (``memory_sync_status``).
+
+    ``unpublished``: this database's changes not yet on the stream; ``last_published_at`` /
+    ``last_applied_at``: when the newest change it published / applied from another replica
+    was made (epoch seconds); ``lag_events``: stream entries this replica has not applied yet
+    (not read plus read but not acknowledged); ``lag_ms``: how far behind the stream's newest
+    entry its last applied one is; ``pending``: entries read but not acknowledged;
+    ``consumers``: of this replica's group, those seen within the claim time; ``held``: events
+    waiting for their memory or refused (kept for inspection); ``conflicts``: open ones.
+    ``needs_bootstrap``: the stream was trimmed past what this replica applied."""
+
+    namespace: str
+    replica: str
+    unpublished: int
+    last_published_at: float | None
+    last_applied_at: float | None
+    stream_length: int
+    lag_events: int
+    lag_ms: float | None
+    pending: int
+    consumers: int
+    held: int
+    conflicts: int
+    needs_bootstrap: bool
+    connected: bool

@@ -16,7 +16,15 @@ from stellar_core.settings import Settings
 from stellar_core.store import edges
 from stellar_core.store.dialect import in_json_list, json_list, json_texts
 from stellar_core.store.records import fetch, live, live_memory, m
-from stellar_core.store.schema import changes, links, memories, memory_vectors, meta, namespace_config
+from stellar_core.store.schema import (
+    changes,
+    links,
+    memories,
+    memory_vectors,
+    meta,
+    namespace_config,
+    recall_counts,
+)
 
 __all__ = ["live_memory"]  # (with every function below)
 
@@ -103,6 +111,17 @@ def ids_by_namespace(conn: sa.Connection, seqs: Sequence[int]) -> dict[str, list
 def latest_stamp(conn: sa.Connection) -> str:
     """The newest clock stamp in the change log ("" if none)."""
     return str(conn.execute(sa.select(sa.func.max(changes.c.hlc))).scalar() or "")
+
+
+def own_recall_counts(conn: sa.Connection, seqs: Sequence[int]) -> list[tuple[str, str, int, float | None]]:
+    """(namespace, id, count, last recalled) of memories: this replica's own recall count,
+    which is the total less the other replicas' counts (sync)."""
+    r = recall_counts.c
+    others = sa.select(sa.func.coalesce(sa.func.sum(r.count), 0)).where(r.memory_id == m.id).scalar_subquery()
+    q = sa.select(m.namespace, m.id, m.recall_count - others, m.last_recalled_at).where(
+        in_json_list(m.seq, "seqs")
+    )
+    return [(ns, mid, int(n), at) for ns, mid, n, at in conn.execute(q, {"seqs": json_list(seqs)})]
 
 
 def meta_value(conn: sa.Connection, key: str) -> str | None:

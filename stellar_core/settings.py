@@ -244,6 +244,53 @@ class Settings(BaseSettings):
         default=1.0, gt=0, description="How often batched recall statistics are written."
     )
 
+    # --- sync between replicas (decision 0030) ----------------------------------------------
+    sync_url: str | None = Field(
+        default=None,
+        description="Redis that carries change events between replicas (e.g. redis://hub:6379/1); "
+        "unset: this database syncs with no other. It keeps streams: give it persistence (AOF).",
+    )
+    sync_background: bool = Field(
+        default=False,
+        description="Sync inside every StellarMemory (a publishing and a consuming thread), for agents "
+        "that run no sync flow.",
+    )
+    sync_namespaces: list[str] = Field(
+        default=[],
+        description="Namespaces to replicate; empty: every one on the streams the principal may read.",
+    )
+    sync_batch: int = Field(default=500, ge=1, le=10_000, description="Events applied per transaction.")
+    sync_block_ms: int = Field(
+        default=1000, ge=1, description="How long a consumer waits on the streams for new events."
+    )
+    sync_claim_idle_seconds: float = Field(
+        default=30.0, gt=0,
+        description="Events a consumer read but did not acknowledge for this long are taken over by "
+        "another (it died mid-batch); consumers idle longer do not count as alive.",
+    )  # fmt: skip
+    sync_retention_hours: float = Field(
+        default=24.0,
+        gt=0,
+        description="Stream entries every replica has applied are trimmed after this long.",
+    )
+    sync_max_retention_hours: float = Field(
+        default=168.0, gt=0,
+        description="Stream entries older than this are trimmed even if a replica has not applied them "
+        "(it bootstraps again from a snapshot).",
+    )  # fmt: skip
+    sync_secret: SecretStr | None = Field(
+        default=None, description="Shared secret that signs events (HMAC-SHA256); an unsigned one is refused."
+    )
+    sync_snapshot_url: str | None = Field(
+        default=None,
+        description="Database a replica bootstraps from when it starts late or fell behind the streams' "
+        "trim point (the hub's URL); unset: such a replica stops with an error saying so.",
+    )
+    sync_vectors: bool = Field(
+        default=True, description="Send each memory's vector with its event (receivers need not embed)."
+    )
+    sync_prefix: str = Field(default="stellar:sync", description="Prefix of the Redis keys sync uses.")
+
     # --- dashboard -----------------------------------------------------------------------
     dashboard_orbit_sample: int = Field(
         default=300, ge=1, le=10_000, description="Dashboard: memories drawn per zone (the highest scored)."

@@ -20,9 +20,15 @@ log = logging.getLogger(__name__)
 class RecallLog:
     """Counts recalls in memory; ``flush`` writes them in one transaction."""
 
-    def __init__(self, db: Database, on_flush: Callable[[list[int]], None] | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        on_flush: Callable[[list[int]], None] | None = None,
+        log: Callable[[sa.Connection, list[int]], None] | None = None,
+    ) -> None:
         self._db = db
         self._on_flush = on_flush  # told the seqs written, after the commit
+        self._log = log  # writes change events of the seqs, in the flush's transaction
         self._pending: Counter[int] = Counter()
         self._last: dict[int, float] = {}
         self._lock = threading.Lock()
@@ -59,6 +65,8 @@ class RecallLog:
             with self._db.write() as conn:
                 self._db.dialect.lock_namespaces(conn, self._namespaces(conn, list(pending)), exclusive=False)
                 conn.execute(stmt, rows)
+                if self._log is not None:
+                    self._log(conn, sorted(pending))
         except Exception:
             with self._lock:  # keep the counts for the next try
                 self._pending.update(pending)

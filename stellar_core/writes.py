@@ -23,7 +23,7 @@ from stellar_core.security.crypto import PREFIX, Cipher, key_of
 from stellar_core.settings import Settings
 from stellar_core.store import changelog, edges, fulltext
 from stellar_core.store.dialect import Dialect, in_json_list, json_texts
-from stellar_core.store.records import fetch, live, live_memory, m, put_tags, to_row
+from stellar_core.store.records import fetch, live, live_memory, m, put_tags, registers, stamp_of, to_row
 from stellar_core.store.schema import changes, memories, memory_tags, memory_vectors, meta, namespace_config
 from stellar_core.validation import Draft
 
@@ -154,8 +154,12 @@ class Transaction:
                 "search_text": cipher.search_text(ns, text),
             }
             values = {**values, **sealed}
-        values = {**values, "updated_at": self.now, "last_access_at": self.now, "hlc": self.stamp(),
-                  "vector_clock": vc}  # fmt: skip
+        hlc = self.stamp()
+        written = registers(values) | ({"tags"} if tags is not None else set())
+        stamps = conn.execute(sa.select(m.stamps).where(m.seq == seq)).scalar() or {}
+        stamps = {**stamps, **dict.fromkeys(written, stamp_of(hlc, self.principal.id, vc[self.principal.id]))}
+        values = {**values, "updated_at": self.now, "last_access_at": self.now, "hlc": hlc,
+                  "vector_clock": vc, "stamps": stamps}  # fmt: skip
         try:
             conn.execute(memories.update().where(m.seq == seq).values(**values))
         except sa.exc.IntegrityError as exc:
@@ -168,8 +172,13 @@ class Transaction:
             fulltext.reindex(conn, self.dialect, ns, [seq], self.window)
         updated = fetch(conn, m.seq == seq)[seq]
         # Column names to Memory fields ("meta" is the column of ``metadata``).
-        changed = {"metadata" if k == "meta" else k for k in values} - {"updated_at", "last_access_at"}
-        changed.add("tags")
+        changed = {"metadata" if k == "meta" else k for k in values} - {
+            "updated_at",
+            "last_access_at",
+            "stamps",
+        }
+        if tags is not None:
+            changed.add("tags")
         payload = {k: v for k, v in updated.to_dict().items() if k in changed}
         self._log(changelog.event(updated, Op.UPDATE, self.principal.id, updated.hlc, self.now, payload))
         self.touched.add(memory_id)
@@ -203,13 +212,16 @@ class Transaction:
         ends = {
             x: live_memory(self.conn, self.namespace, x, lock=True)[1] for x in sorted({source_id, target_id})
         }
+        hlc, who = self.stamp(), self.principal.id
         link = edges.put(
-            self.conn, self.dialect, self.namespace, Link(source_id, target_id, kind, weight, self.now)
+            self.conn,
+            self.dialect,
+            self.namespace,
+            Link(source_id, target_id, kind, weight, self.now),
+            stamp_of(hlc, who),
         )
         payload = {"target_id": target_id, "kind": kind, "weight": weight}
-        self._log(
-            changelog.event(ends[source_id], Op.LINK, self.principal.id, self.stamp(), self.now, payload)
-        )
+        self._log(changelog.event(ends[source_id], Op.LINK, who, hlc, self.now, payload))
         return link
 
     def restore(self, rows: Sequence[tuple[Memory, np.ndarray]], links: Sequence[Link]) -> tuple[int, int]:
@@ -303,8 +315,17 @@ class Transaction:
         )
 
     # --- internals -------------------------------------------------------------------------
-    def _insert(self, rows: Sequence[tuple[Memory, np.ndarray]], op: Op) -> None:
-        """Memories with their vectors, tags, change events and full-text rows."""
+    def adopt(self, rows: Sequence[tuple[Memory, np.ndarray, str | None]]) -> None:
+        """Insert memories made on another replica as they are, with their vectors and (for an
+        encrypted one) keyed search words; sync's merge logs their events itself."""
+        for x, _, words in rows:
+            if words is not None:
+                self._search[x.id] = words
+        self._insert([(x, vec) for x, vec, _ in rows], None)
+
+    def _insert(self, rows: Sequence[tuple[Memory, np.ndarray]], op: Op | None) -> None:
+        """Memories with their vectors, tags, change events (unless ``op`` is None) and
+        full-text rows."""
         if not rows:
             return
         conn, dialect = self.conn, self.dialect
@@ -312,7 +333,10 @@ class Transaction:
         vectors = [{"seq": seq, "embedding": vec} for seq, (_, vec) in zip(seqs, rows, strict=True)]
         dialect.insert_many(conn, memory_vectors, vectors)
         put_tags(conn, dialect, ((seq, t) for (x, _), seq in zip(rows, seqs, strict=True) for t in x.tags))
-        self._log(*(changelog.event(x, op, self.principal.id, x.hlc, self.now, x.to_dict()) for x, _ in rows))
+        if op is not None:
+            self._log(
+                *(changelog.event(x, op, self.principal.id, x.hlc, self.now, x.to_dict()) for x, _ in rows)
+            )
         fulltext.reindex(conn, dialect, self.namespace, seqs, self.window)
         self.added += len(rows)
         self.stored.extend(x.id for x, _ in rows)

@@ -94,11 +94,14 @@ class Postgres:
 
 
 class Redis:
-    """A redis-server without persistence on a free port."""
+    """A redis-server on a free port: without persistence (a cache), or ``persistent`` as the
+    project configures the Redis that carries sync's streams (append-only file, fsync every
+    second), so that a restart keeps them."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, persistent: bool = False) -> None:
         self.root = root
         self.port = free_port()
+        self.persistent = persistent
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -106,7 +109,11 @@ class Redis:
         if exe is None:
             raise RuntimeError("redis-server is not installed (`make test` installs it)")
         self.root.mkdir(parents=True, exist_ok=True)
-        args = ["--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no"]
+        args = ["--bind", "127.0.0.1", "--port", str(self.port), "--save", ""]
+        if self.persistent:
+            args += ["--appendonly", "yes", "--appendfsync", "everysec"]
+        else:
+            args += ["--appendonly", "no"]
         self._proc = subprocess.Popen([exe, *args], cwd=self.root, stdout=subprocess.DEVNULL)
         wait_for_port(self.port, "Redis")
 

@@ -8,18 +8,21 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pandas as pd
 import pytest
+import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 import dashboard.state
-from dashboard import graph, solar
-from stellar_core import NotFoundError, Settings, StellarMemory, Zone
-from tests.services import free_port, wait_for_port
+from dashboard import events, graph, solar
+from stellar_core import NotFoundError, Settings, StellarMemory, SystemClock, Zone
+from tests.services import Redis, free_port, wait_for_port
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -184,6 +187,103 @@ def test_event_feed_shows_other_agents_changes_newest_first(
     assert at.toggle[0].value  # live by default
 
 
+@pytest.fixture
+def feeds(open_memory: MemoryFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The Events view's feeds asked for the sync status on every run, and closed (their
+    subscriptions with them) before the memories are."""
+    monkeypatch.setattr(events, "CHECK_SECONDS", 0.0)
+    yield
+    st.cache_resource.clear()
+
+
+@pytest.fixture
+def replicas(
+    feeds: None,
+    open_memory: MemoryFactory,
+    redis_server: Redis,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[StellarMemory, StellarMemory]:
+    """The dashboard's memory and another replica (a laptop's), synced through the session's
+    Redis on streams of this test only."""
+    settings = Settings(sync_url=redis_server.url(), sync_prefix=f"dash-{tmp_path.name}")
+    mem = open_memory(tmp_path / "hub.db", agent="dashboard", settings=settings, clock=SystemClock())
+    laptop = open_memory(tmp_path / "laptop.db", agent="planner-2", settings=settings, clock=SystemClock())
+    monkeypatch.setattr(dashboard.state, "memory", lambda: mem)
+    return mem, laptop
+
+
+def rows_until(at: AppTest, found: Callable[[pd.DataFrame], bool], seconds: float = 30) -> pd.DataFrame:
+    """The feed, run again until ``found`` holds for it (the subscription's thread is its own)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        feed = at.dataframe[0].value
+        if found(feed):
+            return feed
+        assert time.monotonic() < deadline, feed
+        time.sleep(0.2)
+        at.run()
+
+
+def test_event_feed_is_pushed_from_the_stream_with_the_sync_state(
+    replicas: tuple[StellarMemory, StellarMemory],
+) -> None:
+    mem, laptop = replicas
+    mine = mem.store("Ines owns the ground-station rota")
+    at = view("Events")
+    assert "pushed from the sync stream" in at.caption[0].value
+    assert list(at.dataframe[0].value["memory"]) == [mine.id]  # the log's, until the stream has more
+
+    new = laptop.store("The antenna in Troll needs a new bearing", importance=0.4)
+    laptop.sync.publish()  # published, not applied here: the feed has it from the stream
+    feed = rows_until(at, lambda f: new.id in set(f["memory"]))
+    assert list(feed.iloc[0][["op", "agent", "memory"]]) == ["store", "planner-2", new.id]
+    with pytest.raises(NotFoundError):
+        mem.get(new.id)
+    mem.sync.publish()  # its own change comes on the stream too: still shown once
+    later = mem.store("The backup window is 02:00-03:00 UTC")  # not published: from the log
+    time.sleep(1.5)  # (a subscription reads the stream every second, woken or not)
+    feed = rows_until(at, lambda f: later.id in set(f["memory"]))
+    assert list(feed["memory"]) == [later.id, new.id, mine.id]
+    state = at.dataframe[1].value.iloc[0]  # two on the stream, neither applied by this replica yet
+    assert state["connected"] and state["unpublished"] == 1 and state["to apply"] == 2
+    assert state["conflicts"] == 0
+    assert at.subheader[0].value == "Sync" and not at.button
+
+
+def test_conflicts_are_settled_from_the_event_view(replicas: tuple[StellarMemory, StellarMemory]) -> None:
+    mem, laptop = replicas
+    rota = mem.store("Ines owns the ground-station rota")
+    mem.sync.publish()
+    laptop.sync.pull()
+    mem.update(rota.id, content="Ines and Joao share the rota")  # neither has seen the other's edit
+    laptop.update(rota.id, content="Joao owns the rota from May")
+    laptop.sync.publish()
+    assert mem.sync.pull().conflicts == 1
+    (found,) = mem.sync.conflicts()
+    at = view("Events")
+    assert at.dataframe[1].value.iloc[0]["conflicts"] == 1
+    button(at, "Keep the loser").click().run()
+    assert not at.exception and at.success[0].value == f"Kept the loser of memory {rota.id}."
+    assert mem.get(rota.id).content == found.loser["values"]["content"]
+    assert not mem.sync.conflicts() and not [b for b in at.button if b.label.startswith("Keep")]
+    assert mem.events(limit=1)[0].agent == "dashboard"  # an edit like any other, by the dashboard
+
+
+def test_event_feed_polls_the_change_log_while_redis_does_not_answer(
+    feeds: None, open_memory: MemoryFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(sync_url=f"redis://127.0.0.1:{free_port()}/0")  # nobody there
+    mem = open_memory(agent="dashboard", settings=settings)
+    mine = mem.store("Ines owns the ground-station rota")
+    monkeypatch.setattr(dashboard.state, "memory", lambda: mem)
+    at = view("Events")
+    assert "from this database's change log" in at.caption[0].value
+    assert list(at.dataframe[0].value["memory"]) == [mine.id]
+    assert "Redis does not answer" in at.warning[0].value
+    assert at.dataframe[1].value.iloc[0]["unpublished"] == 1  # waiting in the outbox, not lost
+
+
 def test_graph_shows_the_neighbourhood_out_to_the_chosen_hops(seeded: StellarMemory) -> None:
     rota = seeded.recall("ground-station rota", k=1)[0].memory
     at = view("Graph")
@@ -344,3 +444,29 @@ def test_dashboard_in_a_real_browser(served: str, seeded: StellarMemory, tmp_pat
         sidebar.get_by_text("Flow runs", exact=True).click()  # a dead Prefect API: said, not raised
         expect(page.get_by_text("did not answer", exact=False)).to_be_visible(timeout=60_000)
     assert (tmp_path / "solar.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+@pytest.mark.sqlite_only
+def test_a_change_published_by_another_replica_appears_without_a_reload(
+    seeded: StellarMemory, open_memory: MemoryFactory, redis_server: Redis, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    sync = {"STELLAR_SYNC_URL": redis_server.url(), "STELLAR_SYNC_PREFIX": f"browser-{tmp_path.name}"}
+    settings = Settings(sync_url=sync["STELLAR_SYNC_URL"], sync_prefix=sync["STELLAR_SYNC_PREFIX"])
+    laptop = open_memory(tmp_path / "laptop.db", agent="planner-2", settings=settings)
+    with serve(seeded, tmp_path, **sync) as url, chromium() as page:
+        page.goto(url)
+        page.get_by_test_id("stSidebar").get_by_text("Events", exact=True).click()
+        expect(page.get_by_text("pushed from the sync stream", exact=False)).to_be_visible(timeout=90_000)
+        page.evaluate("window.stillThisPage = true")  # gone if the page were loaded again
+        new = laptop.store("The antenna in Troll needs a new bearing")
+        laptop.sync.publish()
+        expect(page.locator("td", has_text="The antenna in Troll needs a new bearing")).to_have_count(
+            1, timeout=30_000
+        )
+        assert page.evaluate("window.stillThisPage") is True
+        assert page.get_by_text("Traceback").count() == 0
+    with pytest.raises(NotFoundError):  # from the stream: the dashboard's replica has not applied it
+        seeded.get(new.id)

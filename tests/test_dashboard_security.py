@@ -13,11 +13,13 @@ import sqlalchemy as sa
 from streamlit.testing.v1 import AppTest
 
 import dashboard.state
-from stellar_core import Principal, Settings, StellarMemory
+from dashboard import events
+from stellar_core import PermissionDenied, Principal, Settings, StellarMemory
 from tests.test_dashboard import (
     APP,
     button,
     chromium,
+    feeds,  # noqa: F401  (the fixture)
     keep_main_module,  # noqa: F401  (autouse: AppTest leaves __main__ changed)
     serve,
     settled,
@@ -26,6 +28,7 @@ from tests.test_dashboard import (
 if TYPE_CHECKING:
     from stellar_core import SteppingClock
     from tests.conftest import MemoryFactory
+    from tests.services import Redis
 
 ROOT = Principal("root")
 TEAM = ["The team's stand-up is at 09:30", "The team deploys on Wednesdays only"]
@@ -179,6 +182,45 @@ def test_without_access_control_the_audit_view_is_the_dashboards_own(
         else:
             assert "STELLAR_AUDIT_LOG=true" in at.info[0].value
         mem.close()
+
+
+@pytest.mark.usefixtures("feeds")
+def test_the_pushed_feed_and_the_sync_state_are_read_as_the_signed_in_principal(
+    open_memory: MemoryFactory, redis_server: Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dashboard's own agent holds no grant: alice's feed is pushed all the same, as alice;
+    a reader cannot settle a conflict, and a revoked grant ends her feed at once."""
+    sync = {"sync_url": redis_server.url(), "sync_prefix": f"guarded-{tmp_path.name}"}
+    settings = Settings(access_control=True, admins=["root"], grants_refresh_seconds=1e-6, **sync)
+    g = guard(open_memory(tmp_path / "hub.db", agent="dashboard", settings=settings))
+    hub = open_memory(tmp_path / "hub.db", agent="root", settings=settings)  # syncs as an admin
+    laptop = open_memory(tmp_path / "laptop.db", agent="planner-2", settings=Settings(**sync))
+    monkeypatch.setattr(dashboard.state, "memory", lambda: g.mem)
+    hub.sync.publish()
+    laptop.sync.pull(["team"])
+    hub.update(g.team[0], content="The stand-up moved to 10:00", namespace="team")
+    laptop.update(g.team[0], content="The stand-up is cancelled this week", namespace="team")
+    laptop.sync.publish()
+    assert hub.sync.pull(["team"]).conflicts == 1
+
+    at = signed_in(g.alice)
+    at.sidebar.radio[0].set_value("Events").run()
+    assert not at.error and "pushed from the sync stream" in at.caption[0].value
+    assert g.team[0] in set(at.dataframe[0].value["memory"])
+    assert at.dataframe[1].value.iloc[0]["conflicts"] == 1
+    button(at, "Keep the loser").click().run()
+    assert "Not resolved" in at.error[0].value and "'alice' may not update" in at.error[0].value
+    assert len(hub.sync.conflicts("team")) == 1
+
+    feed = events.Feed(g.mem, "team", Principal("alice"))  # as a fragment's timer reruns it
+    assert feed.live() and feed.newest()
+    g.mem.security.revoke("alice", "team", principal=ROOT)
+    with pytest.raises(PermissionDenied, match="'alice' may not"):
+        feed.live()  # and closed: nothing more of the stream for her
+    with pytest.raises(PermissionDenied):
+        feed.live()
+    at.run()
+    assert not at.dataframe and "No namespace that `alice` may read" in at.info[0].value
 
 
 @pytest.mark.slow

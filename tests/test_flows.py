@@ -25,6 +25,7 @@ from prefect.flows import load_flow_from_entrypoint
 from stellar_core import ReorbitReport, StellarMemory, SteppingClock, SystemClock, ValidationError, Zone
 from stellar_core.errors import EmbeddingError
 from tasks.lifecycle import reorbit_namespace
+from tests.services import Redis, free_port
 from tests.sites import Site, reply
 
 if TYPE_CHECKING:
@@ -324,6 +325,9 @@ def test_serve_builds_every_deployment_of_prefect_yaml() -> None:
     hourly = served["maintenance/hourly"]
     assert [(s.schedule.cron, s.active) for s in hourly.schedules] == [("15 * * * *", True)]  # type: ignore[union-attr]
     assert served["ingest_files/files"].parameters == {"paths": ["examples/corpus"]}
+    sync = served["sync/sync"]  # often, once turned on; off by default (it needs STELLAR_SYNC_URL)
+    assert [(s.schedule.interval.total_seconds(), s.active) for s in sync.schedules] == [(60, False)]  # type: ignore[union-attr]
+    assert sync.concurrency_limit == 1
 
 
 @pytest.mark.slow
@@ -409,3 +413,85 @@ def test_rotate_keys_flow_reseals_every_namespace_and_fails_for_a_missing_key(
         "default": {"resealed": 5, "usage": {"k2": 5}},
         "fleet": {"resealed": 1, "usage": {"k2": 1}},
     }
+
+
+def test_sync_flow_carries_changes_to_another_replica_and_trims_what_both_applied(
+    prefect_api: str,
+    redis_server: Redis,
+    open_memory: MemoryFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from flows.sync import sync_flow
+
+    monkeypatch.setenv("STELLAR_SYNC_URL", redis_server.url())
+    monkeypatch.setenv("STELLAR_SYNC_PREFIX", f"flows-{tmp_path.name}")  # streams of this test only
+    monkeypatch.setenv("STELLAR_SYNC_BATCH", "5")
+    here, there = tmp_path / "here", tmp_path / "there"
+    mem = open_memory(here, clock=SystemClock())
+    notes = mem.store_many([f"Launch checklist item {i}: check the valves" for i in range(12)])
+    fleet = mem.store("HAL-4 flies on three wheels", namespace="fleet")
+
+    state = sync_flow(home=str(here), return_state=True)
+    kind, result, table = run_outcome(state)
+    assert kind == "COMPLETED" and result["publish"] == {"published": 13} and result["trim"] == {"trimmed": 0}
+    assert [(r["step"], r["outcome"]) for r in table] == [("publish", "ok"), ("apply", "ok"), ("trim", "ok")]
+    # Its own events come back from the streams and apply nothing: read to the end all the same
+    # (three batches, and a fourth that finds nothing more).
+    assert result["apply"]["applied"] == 0 and result["apply"]["own"] == 13
+    assert result["apply"]["batches"] == 4
+    assert all(s.lag_events == 0 and s.unpublished == 0 for s in mem.sync.status())
+
+    monkeypatch.setenv("STELLAR_SYNC_RETENTION_HOURS", "1e-9")  # trim what every replica applied
+    result = sync_flow(home=str(there))
+    assert result["publish"] == {"published": 0}
+    assert result["apply"] == {"batches": 4, "applied": 13, "duplicates": 0, "waiting": 0, "refused": 0,
+                               "conflicts": 0, "own": 0}  # fmt: skip
+    assert 0 < result["trim"]["trimmed"] <= 13  # (a stream may keep its newest entry)
+    with StellarMemory(there, background=False) as copy:
+        assert copy.get(notes[7].id).content == notes[7].content
+        assert copy.get(fleet.id, namespace="fleet").content == "HAL-4 flies on three wheels"
+    assert sync_flow(home=str(there), namespaces=["fleet"])["apply"]["applied"] == 0  # nothing twice
+
+
+def test_sync_flow_without_redis_fails_after_its_retries_and_loses_nothing(
+    prefect_api: str,
+    redis_server: Redis,
+    open_memory: MemoryFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    import flows.sync
+    from flows.sync import sync_flow
+    from tasks.sync import publish_changes
+
+    monkeypatch.setattr(flows.sync, "publish_changes", publish_changes.with_options(retry_delay_seconds=0))
+    monkeypatch.setenv("STELLAR_SYNC_URL", f"redis://127.0.0.1:{free_port()}/0")  # nobody there
+    monkeypatch.setenv("STELLAR_SYNC_PREFIX", f"flows-{tmp_path.name}")
+    home = tmp_path / "home"
+    mem = open_memory(home, clock=SystemClock())
+    mem.store("The antenna in Troll needs a new bearing")
+
+    state = sync_flow(home=str(home), return_state=True)
+    kind, result, table = run_outcome(state)
+    assert kind == "FAILED"
+    assert "1 of 3 steps failed: publish (SyncUnavailable: Redis at" in str(state.message)
+    assert "does not answer" in result["publish"]["error"]
+    assert result["apply"] == result["trim"] == {"skipped": "not run: Redis does not answer"}
+    assert [row["outcome"] for row in table] == ["failed", "skipped", "skipped"]
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        )
+    assert [r.run_count for r in runs] == [3]  # tried three times: Redis may have been restarting
+    assert mem.sync.status()[0].unpublished == 1  # still in the outbox
+
+    monkeypatch.delenv("STELLAR_SYNC_URL")
+    unset = sync_flow(home=str(home), return_state=True)
+    assert unset.is_failed() and "STELLAR_SYNC_URL" in str(unset.message)
+    assert unset.result(raise_on_failure=False)["apply"] == {"skipped": "not run: sync is not configured"}
+
+    monkeypatch.setenv("STELLAR_SYNC_URL", redis_server.url())  # Redis is back: published now
+    assert sync_flow(home=str(home))["publish"] == {"published": 1}

@@ -3,7 +3,8 @@
 Roles nest: a writer may do what a reader may, an admin what a writer may (decision 0028):
 
 - anyone: list the namespaces (the list holds only those the principal may read).
-- ``reader``: recall, get (and thread, links, a page of memories), stats, events; an
+- ``reader``: recall, get (and thread, links, a page of memories), stats, events, sync (a
+  replica of what one may read: its events applied, its status and conflicts); an
   encrypted memory is decrypted for whoever may read it.
 - ``writer``: store, update, forget, link, export, and the maintenance jobs (ingest,
   summarise, dedup, reorbit and forgetting).
@@ -29,7 +30,7 @@ from stellar_core.store.schema import grants
 
 ROLES = ("reader", "writer", "admin")  # each allowed what the one before it is, and more
 _ANYONE = ("namespaces",)  # the answer is filtered instead
-_READER = ("recall", "get", "stats", "events")
+_READER = ("recall", "get", "stats", "events", "sync")
 _WRITER = ("store", "update", "forget", "link", "export", "ingest", "summarise", "dedup", "reorbit")
 _ADMIN = ("import", "configure", "grant", "keys", "rotate", "purge", "audit")
 _LEAST_ROLE = {

@@ -35,12 +35,19 @@ def event(
     return ChangeEvent(0, namespace, memory_id, op, agent, hlc, now, payload or {}, dict(clock))
 
 
-def record(conn: sa.Connection, dialect: Dialect, events: Sequence[ChangeEvent]) -> None:
-    """Append events to the log, in this order."""
+UNSHARED = frozenset({Op.PURGE})  # each replica purges its own tombstones when their time comes
+
+
+def record(
+    conn: sa.Connection, dialect: Dialect, events: Sequence[ChangeEvent], origin: Sequence[str] | None = None
+) -> None:
+    """Append events to the log, in this order. This database's own wait to be published;
+    events applied from another replica (``origin``: their ids there) are not published again."""
     rows = [
         {"namespace": e.namespace, "memory_id": e.memory_id, "op": e.op.value, "agent": e.agent, "hlc": e.hlc,
-         "vector_clock": e.vector_clock, "payload": e.payload, "created_at": e.created_at}
-        for e in events
+         "vector_clock": e.vector_clock, "payload": e.payload, "created_at": e.created_at,
+         "origin": origin[i] if origin else None, "pending": None if origin or e.op in UNSHARED else True}
+        for i, e in enumerate(events)
     ]  # fmt: skip
     dialect.insert_many(conn, changes, rows)
 

@@ -240,3 +240,17 @@ def dialect_for(url: sa.URL, settings: Settings) -> Dialect:
 
         return PostgresDialect(settings.database_schema)
     raise ConfigurationError(f"unsupported database {backend!r}; use SQLite or PostgreSQL")
+
+
+_DB_SUFFIXES = {".db", ".sqlite", ".sqlite3"}
+
+
+def url_for(location: str | Path) -> str:
+    """A database URL from a URL, a database file or a data directory."""
+    text = str(location)
+    if "://" in text:
+        return text
+    path = Path(text).expanduser()
+    if not (path.suffix in _DB_SUFFIXES or path.is_file()):
+        path = path / "stellar.db"
+    return f"sqlite:///{path.absolute()}"

@@ -19,14 +19,15 @@ SUMMARY_TYPE = "summary"
 DERIVED_FROM = "derived_from"
 
 
-def put(conn: sa.Connection, dialect: Dialect, ns: str, link: Link) -> Link:
-    """Create the edge, or set the weight of an existing (source, target, kind) edge."""
-    row = {"namespace": ns, **vars(link)}
+def put(conn: sa.Connection, dialect: Dialect, ns: str, link: Link, stamp: str | None = None) -> Link:
+    """Create the edge, or set the weight of an existing (source, target, kind) edge;
+    ``stamp``: the write's place in last-writer-wins order (sync)."""
+    row = {"namespace": ns, **vars(link), "stamp": stamp}
     stmt = (
         dialect.insert(links)
         .values(**row)
         .on_conflict_do_update(
-            index_elements=["source_id", "target_id", "kind"], set_={"weight": link.weight}
+            index_elements=["source_id", "target_id", "kind"], set_={"weight": link.weight, "stamp": stamp}
         )
         .returning(c.created_at)
     )

@@ -51,6 +51,7 @@ _RECALL_RELATIONS = (
 # ef_search: candidates the walk keeps. Iterative scans keep reading the graph until enough
 # rows pass the namespace filter (pgvector >= 0.8): a small namespace in a large table
 # otherwise finds too few. Both for this transaction only.
+EF_SEARCH_MAX = 1000  # pgvector refuses more (a recall of k=1000 asks up to 3k candidates)
 _SEARCH_SETTINGS = sa.text(
     "SELECT set_config('hnsw.ef_search', :ef, true), set_config('hnsw.iterative_scan', 'relaxed_order', true)"
 )
@@ -186,7 +187,8 @@ class PgVectorSearch:
     def search(self, query: np.ndarray, n: int, allowed: set[int] | None = None) -> list[tuple[int, float]]:
         """The graph's nearest, merged with an exact scan of the vectors not in it yet (one
         statement for both)."""
-        self._conn.execute(_SEARCH_SETTINGS, {"ef": str(max(EF_SEARCH, int(n)))})
+        ef = min(max(EF_SEARCH, int(n)), EF_SEARCH_MAX)
+        self._conn.execute(_SEARCH_SETTINGS, {"ef": str(ef)})
         dist = self._distance(query)
         params = {}
         stmt: Any = sa.select(v.seq, dist.label("d")).join(memories, m.seq == v.seq).where(live(self._ns))

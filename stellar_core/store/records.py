@@ -17,6 +17,36 @@ m = memories.c
 MEMORY_COLUMNS = list(memories.c)
 
 
+# The fields sync merges as last-writer-wins registers, with the columns each one covers.
+REGISTERS: dict[str, tuple[str, ...]] = {
+    "content": ("content", "content_hash", "key_id", "search_text"),
+    "importance": ("importance",),
+    "pinned": ("pinned",),
+    "metadata": ("meta",),
+    "tags": (),
+}
+_REGISTER_OF = {col: name for name, cols in REGISTERS.items() for col in cols}
+
+
+def registers(columns: Iterable[str]) -> set[str]:
+    """The registers that writing these columns changes."""
+    return {_REGISTER_OF[c] for c in columns if c in _REGISTER_OF}
+
+
+def stamp_of(hlc: str, agent: str, count: int = 0) -> str:
+    """A write's place in last-writer-wins order: by hybrid logical clock, then agent id (the
+    clock's fixed-width text sorts as its time); ``count``, the agent's entry in the vector
+    clock it wrote, tells who has seen the write."""
+    return f"{hlc} {agent} {count}"
+
+
+def parse_stamp(stamp: str) -> tuple[str, str, int]:
+    """(hlc, agent, count) of a ``stamp_of``."""
+    hlc, rest = stamp.split(" ", 1)
+    agent, _, count = rest.rpartition(" ")
+    return hlc, agent, int(count) if count.isdigit() else 0
+
+
 def live(namespace: str) -> sa.ColumnElement[bool]:
     """The namespace partition, minus tombstones."""
     return sa.and_(m.namespace == namespace, m.deleted_at.is_(None))

@@ -79,6 +79,9 @@ memories = sa.Table(
     # An encrypted memory's words as keyed hashes (what its full-text rows are made of), so
     # that neither the index nor a neighbour's context ever holds its plaintext.
     sa.Column("search_text", sa.Text),
+    # Sync (decision 0030): the stamp ("<hlc> <agent>") of each field written after the
+    # memory was created, for the last-writer-wins merge; absent: as created.
+    sa.Column("stamps", Json),
     sa.Index("ix_memories_ns_zone", "namespace", "zone"),
     sa.Index("ix_memories_ns_thread", "namespace", "thread", "position"),
     sa.Index("ix_memories_ns_source", "namespace", "source_url"),
@@ -131,6 +134,7 @@ links = sa.Table(
     sa.Column("kind", sa.String(64), nullable=False),
     sa.Column("weight", sa.Float, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("stamp", sa.String(200)),  # of the last weight written: last writer wins (sync)
     sa.PrimaryKeyConstraint("source_id", "target_id", "kind"),
     sa.Index("ix_links_target", "target_id"),
 )
@@ -148,8 +152,25 @@ changes = sa.Table(
     sa.Column("vector_clock", Json, nullable=False),
     sa.Column("payload", Json, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+    # Sync: an event applied from another replica keeps its id there ("<replica>:<seq>"), so
+    # a second delivery is known; one of this database's own waits here until published.
+    sa.Column("origin", sa.String(100)),
+    sa.Column("pending", sa.Boolean),
     sa.Index("ix_changes_ns_seq", "namespace", "seq"),
     sa.Index("ix_changes_ns_memory", "namespace", "memory_id"),  # a purge scrubs a memory's events
+    sa.Index(
+        "ux_changes_origin",
+        "origin",
+        unique=True,
+        sqlite_where=sa.text("origin IS NOT NULL"),
+        postgresql_where=sa.text("origin IS NOT NULL"),
+    ),
+    sa.Index(
+        "ix_changes_pending",
+        "seq",
+        sqlite_where=sa.text("pending IS NOT NULL"),
+        postgresql_where=sa.text("pending IS NOT NULL"),
+    ),
 )
 
 namespace_config = sa.Table(
@@ -205,4 +226,46 @@ audit_log = sa.Table(
     sa.Column("prev_hash", sa.String(64), nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),
     sa.Index("ix_audit_log_at", "at"),
+)
+
+
+# Sync (stellar_core/sync, decision 0030): recall counts of other replicas (a counter per
+# replica that only grows; this database's own count is the rest of ``recall_count``) ...
+recall_counts = sa.Table(
+    "recall_counts",
+    metadata,
+    sa.Column("memory_id", sa.String(36), nullable=False),
+    sa.Column("replica", sa.String(64), nullable=False),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.PrimaryKeyConstraint("memory_id", "replica"),
+)
+
+# ... concurrent edits, both versions kept until someone resolves them ...
+conflicts = sa.Table(
+    "conflicts",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("namespace", sa.String(128), nullable=False),
+    sa.Column("memory_id", sa.String(36), nullable=False),
+    sa.Column("fields", Json, nullable=False),
+    sa.Column("winner", Json, nullable=False),  # {"values", "stamp", "vector_clock"}
+    sa.Column("loser", Json, nullable=False),
+    sa.Column("detected_at", sa.Float, nullable=False),
+    sa.Column("resolved_at", sa.Float),
+    sa.Column("resolution", sa.Text),
+    sa.Index("ix_conflicts_ns_memory", "namespace", "memory_id"),
+)
+
+# ... and events that cannot be applied yet (their memory has not arrived) or at all (bad
+# input: kept for inspection, never dropped).
+sync_held = sa.Table(
+    "sync_held",
+    metadata,
+    sa.Column("origin", sa.String(100), primary_key=True),
+    sa.Column("namespace", sa.String(128), nullable=False),
+    sa.Column("awaits", sa.String(36)),  # the memory it waits for; NULL: refused
+    sa.Column("event", sa.Text, nullable=False),  # as received
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("held_at", sa.Float, nullable=False),
+    sa.Index("ix_sync_held_awaits", "namespace", "awaits"),
 )
