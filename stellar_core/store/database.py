@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
@@ -42,7 +43,7 @@ class Database:
             if not create and not path.exists():
                 raise StorageError(f"no Stellar Memory database at {path}")
             path.parent.mkdir(parents=True, exist_ok=True)
-        self.engine = sa.create_engine(self.url, **self.dialect.engine_kwargs(settings))
+        self.engine = sa.create_engine(self.url, **_engine_kwargs(self.dialect, settings))
         self.dialect.configure(self.engine)
         self._settings = settings
         self._side: sa.Engine | None = None  # side_read()'s pool, made on first use
@@ -150,7 +151,7 @@ class Database:
         first pool's last connection from a thread that needs one of each."""
         with self._side_lock:
             if self._side is None:
-                self._side = sa.create_engine(self.url, **self.dialect.engine_kwargs(self._settings))
+                self._side = sa.create_engine(self.url, **_engine_kwargs(self.dialect, self._settings))
                 self.dialect.configure(self._side)
         with _translated(), self._side.connect() as conn, conn.begin():
             yield conn
@@ -185,7 +186,7 @@ class Database:
         ends (then garbage) or ``close()``."""
         with self._side_lock:
             if self._peek is None:
-                kwargs = self.dialect.engine_kwargs(self._settings)
+                kwargs = _engine_kwargs(self.dialect, self._settings)
                 for pooled in ("pool_size", "max_overflow", "pool_timeout", "pool_recycle", "pool_pre_ping"):
                     kwargs.pop(pooled, None)
                 self._peek = sa.create_engine(
@@ -240,6 +241,16 @@ def dialect_for(url: sa.URL, settings: Settings) -> Dialect:
 
         return PostgresDialect(settings.database_schema)
     raise ConfigurationError(f"unsupported database {backend!r}; use SQLite or PostgreSQL")
+
+
+def _engine_kwargs(dialect: Dialect, settings: Settings) -> dict[str, Any]:
+    """The dialect's engine options, and JSON columns written and read with orjson (several
+    times faster than the json module: every change event holds a memory as JSON)."""
+    return {**dialect.engine_kwargs(settings), "json_serializer": _dumps, "json_deserializer": orjson.loads}
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
 _DB_SUFFIXES = {".db", ".sqlite", ".sqlite3"}

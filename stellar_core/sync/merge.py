@@ -23,13 +23,13 @@ one for a memory purged here is dropped (the purge came after its forget).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+import orjson
 import sqlalchemy as sa
 
 from stellar_core.clock import dominated, merged
@@ -84,11 +84,27 @@ class Prepared:
 
 Row = SimpleNamespace  # a memory's row as the merge reads and changes it
 
+# Built once: a small batch (one event, applied as it happens) runs each of them, and building
+# a statement costs more than SQLite running it.
+_IDS: sa.BindParameter[Any] = sa.bindparam("ids", expanding=True)
+_NS: sa.BindParameter[str] = sa.bindparam("ns")
+_APPLIED = sa.select(changes.c.origin).where(changes.c.origin.in_(_IDS))
+_HELD = sa.select(sync_held.c.origin).where(sync_held.c.origin.in_(_IDS))
+_PURGED = sa.select(changes.c.memory_id).where(
+    changes.c.namespace == _NS, changes.c.memory_id.in_(_IDS), changes.c.op == Op.PURGE.value
+)
+_WAITING = (
+    sa.select(sync_held.c.origin, sync_held.c.event)
+    .where(sync_held.c.namespace == _NS, sync_held.c.awaits.in_(_IDS))
+    .order_by(sync_held.c.held_at)
+)
+
 _ROW = sa.select(
     m.seq, m.id, m.deleted_at, m.vector_clock, m.hlc, m.stamps, m.thread, m.position, m.content,
     m.content_hash, m.importance, m.pinned, m.meta, m.updated_at, m.created_at, m.last_recalled_at,
     m.last_access_at, m.recall_count,
 )  # fmt: skip
+_ROWS = _ROW.where(m.namespace == _NS, m.id.in_(_IDS)).with_for_update()
 
 
 class Merge:
@@ -140,14 +156,8 @@ class Merge:
         seen: set[str] = set()
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
-            seen.update(
-                self.conn.execute(sa.select(changes.c.origin).where(changes.c.origin.in_(chunk))).scalars()
-            )
-            seen.update(
-                self.conn.execute(
-                    sa.select(sync_held.c.origin).where(sync_held.c.origin.in_(chunk))
-                ).scalars()
-            )
+            seen.update(self.conn.execute(_APPLIED, {"ids": chunk}).scalars())
+            seen.update(self.conn.execute(_HELD, {"ids": chunk}).scalars())
         out = []
         for env in batch:
             if env.id in seen:
@@ -273,14 +283,10 @@ class Merge:
         h, out = sync_held.c, []
         for i in range(0, len(new), 500):
             chunk = new[i : i + 500]
-            waiting = self.conn.execute(
-                sa.select(h.origin, h.event)
-                .where(h.namespace == self.ns, h.awaits.in_(chunk))
-                .order_by(h.held_at)
-            ).all()
+            waiting = self.conn.execute(_WAITING, {"ns": self.ns, "ids": chunk}).all()
             if waiting:
                 self.conn.execute(sync_held.delete().where(h.origin.in_([o for o, _ in waiting])))
-            out += [envelope_of(json.loads(body), self.ns) for _, body in waiting]
+            out += [envelope_of(orjson.loads(body), self.ns) for _, body in waiting]
         self.done.waiting -= len(out)
         return out
 
@@ -465,8 +471,7 @@ class Merge:
         wanted = list(ids - self._looked)
         self._looked.update(wanted)
         for i in range(0, len(wanted), 500):
-            q = _ROW.where(m.namespace == self.ns, m.id.in_(wanted[i : i + 500])).with_for_update()
-            for r in self.conn.execute(q):
+            for r in self.conn.execute(_ROWS, {"ns": self.ns, "ids": wanted[i : i + 500]}):
                 self.rows[r.id] = Row(**r._mapping)
 
     def _row(self, memory_id: str) -> Row | None:
@@ -476,13 +481,10 @@ class Merge:
 
     def _find_purged(self, ids: set[str]) -> set[str]:
         """Those of these memories purged here (their purge event stays in the log)."""
-        c, wanted = changes.c, list(ids)
+        wanted = list(ids)
         out: set[str] = set()
         for i in range(0, len(wanted), 500):
-            q = sa.select(c.memory_id).where(
-                c.namespace == self.ns, c.memory_id.in_(wanted[i : i + 500]), c.op == Op.PURGE.value
-            )
-            out.update(self.conn.execute(q).scalars())
+            out.update(self.conn.execute(_PURGED, {"ns": self.ns, "ids": wanted[i : i + 500]}).scalars())
         return out
 
     def _duplicate(self, row: Row, content_hash: str) -> bool:

@@ -174,7 +174,8 @@ class Sync:
             names = [check.namespace(ns) for ns in namespaces]
             for ns in names:
                 self.engine.authorise("sync", ns)
-        if not names:
+        if not names:  # no stream yet: wait as a read would have, instead of spinning
+            self._stop.wait(block_ms / 1000)
             return Applied()
         count = batch or self.settings.sync_batch
         group, streams = self.replica, self.streams

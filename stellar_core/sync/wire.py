@@ -10,13 +10,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import math
 import re
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 
 from stellar_core import validation as check
 from stellar_core.errors import BadEvent, ValidationError
@@ -60,7 +60,7 @@ def to_doc(env: Envelope) -> dict[str, Any]:
 
 def body_of(env: Envelope) -> str:
     """The event as JSON text (how a held one is kept)."""
-    return json.dumps(to_doc(env), separators=(",", ":"))
+    return orjson.dumps(to_doc(env)).decode()
 
 
 def encode(env: Envelope, secret: bytes | None) -> dict[str, bytes]:
@@ -86,8 +86,8 @@ def decode(fields: dict[bytes, bytes], namespace: str, secret: bytes | None) -> 
         if not hmac.compare_digest(given, sign(body, secret)):
             raise BadEvent("forged event: its signature does not match the shared sync secret")
     try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
         raise BadEvent(f"malformed event: not JSON ({exc})") from exc
     if not isinstance(doc, dict):
         raise BadEvent("malformed event: not a JSON object")
