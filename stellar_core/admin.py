@@ -22,12 +22,10 @@ from stellar_core.errors import (
     PermissionDenied,
     ValidationError,
 )
-from stellar_core.models import Principal
+from stellar_core.models import Principal, Who
 from stellar_core.security import audit, crypto, keys
 from stellar_core.security.access import Grant, check_pattern, check_role, load_grants
 from stellar_core.store.schema import api_keys, grants, memories, meta, namespace_config
-
-Who = Principal | str | None
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from stellar_core.models import (
     RecallHit,
     ReorbitReport,
     Stats,
+    Who,
     Zone,
 )
 from stellar_core.scoring import ZonePolicy
@@ -43,7 +44,6 @@ from stellar_core.store.database import url_for
 from stellar_core.sync.replica import Sync
 
 PAGE_MAX = 10_000  # memories() and events() return at most this many at once
-Who = Principal | str | None
 
 
 class StellarMemory:

@@ -39,6 +39,9 @@ class Principal:
             raise ValueError("a principal needs a non-empty id")
 
 
+Who = Principal | str | None  # who acts in a call: a principal, an agent id, or None (the default)
+
+
 @dataclass(frozen=True)
 class Source:
     """Where a memory came from: ingestion connectors fill this in."""

@@ -36,7 +36,7 @@ from stellar_core.errors import (
     SyncUnavailable,
     ValidationError,
 )
-from stellar_core.models import ChangeEvent, Conflict, Memory, Op, Principal, SyncStatus
+from stellar_core.models import ChangeEvent, Conflict, Memory, Op, SyncStatus, Who
 from stellar_core.security.crypto import PREFIX
 from stellar_core.store.database import url_for
 from stellar_core.store.records import REGISTERS, m
@@ -49,7 +49,6 @@ if TYPE_CHECKING:
     from stellar_core.engine import Engine
 
 log = logging.getLogger(__name__)
-Who = Principal | str | None
 c = changes.c
 TRIM_SECONDS = 60.0  # how often a background consumer trims the streams
 CHECK_SECONDS = 5.0  # how often a consumer looks for dead consumers' entries and the trim point
@@ -489,7 +488,7 @@ class Sync:
         keep: str | dict[str, Any] = "winner",
         *,
         namespace: str | None = None,
-        principal: str | Principal | None = None,
+        principal: Who = None,
     ) -> Memory:
         """Settle a conflict: keep the ``"winner"`` (what the merge chose), the ``"loser"``, or
         given values (a hand merge, e.g. ``{"content": "..."}``). Written as an ordinary edit,
