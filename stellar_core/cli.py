@@ -27,15 +27,15 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import asdict
 from typing import Any
 
 from stellar_core import validation as check
 from stellar_core.errors import StellarError, ValidationError
 from stellar_core.memory import StellarMemory
-from stellar_core.models import IngestResult, RecallHit, Zone, to_datetime
+from stellar_core.models import IngestResult, Zone, to_datetime
+from stellar_core.server import shapes
+from stellar_core.server.shapes import plain
 from stellar_core.settings import Settings
-from stellar_core.snippets import snippet
 
 Command = Callable[[StellarMemory, argparse.Namespace], Any]
 
@@ -51,28 +51,28 @@ def store(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
         thread=args.thread,
         encrypted=args.encrypt,
     )
-    return memory.to_dict()
+    return shapes.memory(memory)
 
 
 def recall(mem: StellarMemory, args: argparse.Namespace) -> list[dict[str, Any]]:
     hits = mem.recall(args.query, k=args.k, zones=args.zone, tags=args.tag, expand=args.expand)
-    return [_hit(h, args.query) for h in hits]
+    return [shapes.hit(h, args.query) for h in hits]
 
 
 def get(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
-    return mem.get(args.id).to_dict()
+    return shapes.memory(mem.get(args.id))
 
 
 def forget(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
-    return mem.forget(args.id).to_dict()
+    return shapes.memory(mem.forget(args.id))
 
 
 def stats(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
-    return _report(mem.stats())
+    return plain(mem.stats())
 
 
 def reorbit(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
-    return _report(mem.reorbit(context=args.context))
+    return plain(mem.reorbit(context=args.context))
 
 
 def export(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
@@ -113,12 +113,12 @@ def ingest(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
 
 def import_(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
     # --namespace overrides the document's own namespace; without it the document's is used.
-    return asdict(mem.import_(args.document, namespace=args.namespace))
+    return plain(mem.import_(args.document, namespace=args.namespace))
 
 
 # --- security (decision 0028) ------------------------------------------------------------------
 def grant(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
-    return asdict(mem.security.grant(args.principal, args.pattern, args.role))
+    return plain(mem.security.grant(args.principal, args.pattern, args.role))
 
 
 def revoke(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
@@ -127,7 +127,7 @@ def revoke(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def grants(mem: StellarMemory, args: argparse.Namespace) -> list[dict[str, Any]]:
-    return [asdict(g) for g in mem.security.grants(args.of)]
+    return [plain(g) for g in mem.security.grants(args.of)]
 
 
 def api_key(mem: StellarMemory, args: argparse.Namespace) -> Any:
@@ -141,13 +141,13 @@ def api_key(mem: StellarMemory, args: argparse.Namespace) -> Any:
             raise ValidationError("api-key revoke needs a key id (see api-key list)")
         mem.security.revoke_api_key(args.arg)
         return {"revoked": args.arg}
-    return [asdict(k) for k in mem.security.api_keys(args.arg)]
+    return [plain(k) for k in mem.security.api_keys(args.arg)]
 
 
 def key(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
 
     if args.action == "rotate":
-        return asdict(mem.security.rotate_keys(batch=args.batch))
+        return plain(mem.security.rotate_keys(batch=args.batch))
     if args.action == "retire":
         if not args.key_id:
             raise ValidationError("key retire needs a key id (see key usage)")
@@ -169,7 +169,7 @@ def new_key(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
 def audit(mem: StellarMemory, args: argparse.Namespace) -> Any:
     if args.action == "verify":
         found = mem.security.verify_audit()
-        return {**asdict(found), "intact": found.intact}
+        return {**plain(found), "intact": found.intact}
     if args.action == "prune":
         return {"pruned": mem.security.prune_audit()}
     return mem.security.audit(limit=args.limit)
@@ -182,9 +182,9 @@ def sync(mem: StellarMemory, args: argparse.Namespace) -> Any:
     if args.action == "run":
         return _sync_once(mem, names, args.batches) if args.once else _sync_until_stopped(mem)
     if args.action == "status":
-        return [asdict(s) for ns in each for s in mem.sync.status(ns)]
+        return [plain(s) for ns in each for s in mem.sync.status(ns)]
     if args.action == "conflicts":
-        return [asdict(x) for ns in each for x in mem.sync.conflicts(ns)]
+        return [plain(x) for ns in each for x in mem.sync.conflicts(ns)]
     if args.action == "held":
         return [row for ns in each for row in mem.sync.held(ns)]
     if args.action == "resolve":
@@ -192,7 +192,7 @@ def sync(mem: StellarMemory, args: argparse.Namespace) -> Any:
             raise ValidationError("sync resolve needs a conflict id (sync conflicts) and --keep or --content")
         keep = args.keep or {"content": args.content}
         memory = mem.sync.resolve(args.conflict_id, keep, namespace=args.namespace)
-        return {"resolved": args.conflict_id, "kept": args.keep or "content", "memory": memory.to_dict()}
+        return {"resolved": args.conflict_id, "kept": args.keep or "content", "memory": shapes.memory(memory)}
     if args.action == "bootstrap":
         if not args.source:
             raise ValidationError("sync bootstrap needs --from: the database to copy the namespace from")
@@ -208,7 +208,7 @@ def _sync_once(mem: StellarMemory, names: list[str] | None, batches: int) -> dic
     published = mem.sync.publish_all()
     n, applied = mem.sync.drain(names, batches)
     trimmed = mem.sync.trim(names)
-    return {"publish": {"published": published}, "apply": {"batches": n, **asdict(applied)},
+    return {"publish": {"published": published}, "apply": {"batches": n, **plain(applied)},
             "trim": {"trimmed": trimmed}}  # fmt: skip
 
 
@@ -395,20 +395,6 @@ def _describe(memory: dict[str, Any]) -> str:
 
 def _zones(zones: dict[str, int]) -> str:
     return "  " + "  ".join(f"{z} {n}" for z, n in zones.items())
-
-
-# --- JSON shapes -----------------------------------------------------------------------------
-def _hit(hit: RecallHit, query: str) -> dict[str, Any]:
-    x = hit.memory
-    extra = {"origin": x.origin, "snippet": snippet(x.content, query, 110)}
-    return {**x.to_dict(), "relevance": hit.relevance, "via": list(hit.via), **extra}
-
-
-def _report(report: Any) -> dict[str, Any]:
-    """A Stats or ReorbitReport dataclass as JSON-ready data (zones keyed by name)."""
-    out = asdict(report)
-    out["zones"] = {Zone(z).value: n for z, n in report.zones.items()}
-    return out
 
 
 # --- input -----------------------------------------------------------------------------------
