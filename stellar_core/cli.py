@@ -68,11 +68,11 @@ def forget(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def stats(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
-    return plain(mem.stats())
+    return shapes.report(mem.stats())
 
 
 def reorbit(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
-    return plain(mem.reorbit(context=args.context))
+    return shapes.report(mem.reorbit(context=args.context))
 
 
 def export(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
@@ -113,12 +113,12 @@ def ingest(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
 
 def import_(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
     # --namespace overrides the document's own namespace; without it the document's is used.
-    return plain(mem.import_(args.document, namespace=args.namespace))
+    return shapes.report(mem.import_(args.document, namespace=args.namespace))
 
 
 # --- security (decision 0028) ------------------------------------------------------------------
 def grant(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
-    return plain(mem.security.grant(args.principal, args.pattern, args.role))
+    return shapes.report(mem.security.grant(args.principal, args.pattern, args.role))
 
 
 def revoke(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
@@ -147,7 +147,7 @@ def api_key(mem: StellarMemory, args: argparse.Namespace) -> Any:
 def key(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
 
     if args.action == "rotate":
-        return plain(mem.security.rotate_keys(batch=args.batch))
+        return shapes.report(mem.security.rotate_keys(batch=args.batch))
     if args.action == "retire":
         if not args.key_id:
             raise ValidationError("key retire needs a key id (see key usage)")

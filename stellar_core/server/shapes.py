@@ -42,3 +42,9 @@ def plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [plain(v) for v in value]
     return value
+
+
+def report(value: Any) -> dict[str, Any]:
+    """One result dataclass (a report, a grant, a status) as a JSON object."""
+    out: dict[str, Any] = plain(value)
+    return out
