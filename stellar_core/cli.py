@@ -67,6 +67,44 @@ def forget(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
     return shapes.memory(mem.forget(args.id))
 
 
+def update(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
+    meta = dict(args.meta) if args.meta else None
+    memory = mem.update(args.id, content=args.content, importance=args.importance, pinned=args.pin,
+                        tags=args.tag, metadata=meta)  # fmt: skip
+    return shapes.memory(memory)
+
+
+def link(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
+    return shapes.report(mem.link(args.source, args.target, kind=args.kind, weight=args.weight))
+
+
+def links(mem: StellarMemory, args: argparse.Namespace) -> list[dict[str, Any]]:
+    return [shapes.report(e) for e in mem.links(args.id, direction=args.direction, kind=args.kind)]
+
+
+def thread(mem: StellarMemory, args: argparse.Namespace) -> list[dict[str, Any]]:
+    return [shapes.memory(x) for x in mem.thread(args.thread)]
+
+
+def memories(mem: StellarMemory, args: argparse.Namespace) -> list[dict[str, Any]]:
+    return [shapes.memory(x) for x in mem.memories(zones=args.zone, limit=args.limit, offset=args.offset)]
+
+
+def events(mem: StellarMemory, args: argparse.Namespace) -> list[dict[str, Any]]:
+    return [shapes.event(e) for e in mem.events(after=args.after, limit=args.limit)]
+
+
+def namespaces(mem: StellarMemory, args: argparse.Namespace) -> list[str]:
+    return mem.namespaces()
+
+
+def zones(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
+    if args.threshold or args.capacity:
+        mem.configure_zones(thresholds=dict(args.threshold) or None, capacities=dict(args.capacity) or None)
+    policy = mem.zone_policy()
+    return {"namespace": args.namespace or mem.namespace, **shapes.report(policy)}
+
+
 def stats(mem: StellarMemory, args: argparse.Namespace) -> dict[str, Any]:
     return shapes.report(mem.stats())
 
@@ -253,7 +291,15 @@ COMMANDS: dict[str, Command] = {
     "store": store,
     "recall": recall,
     "get": get,
+    "update": update,
     "forget": forget,
+    "link": link,
+    "links": links,
+    "thread": thread,
+    "list": memories,
+    "events": events,
+    "namespaces": namespaces,
+    "zones": zones,
     "stats": stats,
     "reorbit": reorbit,
     "export": export,
@@ -284,6 +330,26 @@ def _human(command: str, out: Any) -> str:
         return _describe(out)
     if command == "forget":
         return f"forgot {out['id']}"
+    if command == "update":
+        return f"updated {out['id']}\n" + _describe(out)
+    if command == "link":
+        return f"linked {out['source_id']} -{out['kind']} ({out['weight']:g})-> {out['target_id']}"
+    if command == "links":
+        lines = [f"{e['source_id']} -{e['kind']} ({e['weight']:g})-> {e['target_id']}" for e in out]
+        return "\n".join(lines) or "no links"
+    if command in ("thread", "list"):
+        lines = [f"{x['zone']:<5} {x['score']:.2f}  [{x['id']}]  {x['content'][:90]}" for x in out]
+        return "\n".join(lines) or "no memories"
+    if command == "events":
+        lines = [f"{e['seq']:>6}  {e['op']:<7} {e['agent']:<12} {e['memory_id']}" for e in out]
+        return "\n".join(lines) or "no events"
+    if command == "namespaces":
+        return "\n".join(out) or "no namespaces"
+    if command == "zones":
+        rows = [
+            f"  {z:<6} from {t:.2f}, at most {out['capacities'][z]}" for z, t in out["thresholds"].items()
+        ]
+        return f"zones of namespace {out['namespace']}:\n" + "\n".join(rows)
     if command == "stats":
         return (
             f"namespace {out['namespace']}: {out['memories']} memories, "
@@ -427,6 +493,17 @@ def _key_value(text: str) -> tuple[str, str]:
     return key, value
 
 
+def _key_number(kind: Callable[[str], float]) -> Callable[[str], tuple[str, float]]:
+    def parse(text: str) -> tuple[str, float]:
+        key, value = _key_value(text)
+        try:
+            return key, kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: {value!r} is not a number") from None
+
+    return parse
+
+
 # --- parser ----------------------------------------------------------------------------------
 def _global_options(suppress: bool, many: bool = False) -> argparse.ArgumentParser:
     """The options every command takes; subcommands get them with SUPPRESS so that a value given
@@ -498,7 +575,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expand", action="store_true", help="add linked memories of the hits")
 
     add("get", "show one memory").add_argument("id")
+    p = add("update", "change some fields of a memory (the others stay)")
+    p.add_argument("id")
+    p.add_argument("--content", metavar="TEXT", help="new text (re-embedded)")
+    p.add_argument("--importance", type=float, help="0..1")
+    p.add_argument("--pin", action=argparse.BooleanOptionalAction, help="pin (--no-pin: unpin)")
+    p.add_argument("--tag", action="append", help="the new tags, replacing the old (repeatable)")
+    p.add_argument("--meta", action="append", type=_key_value, metavar="KEY=VALUE",
+                   help="the new metadata, replacing the old (repeatable)")  # fmt: skip
     add("forget", "forget one memory").add_argument("id")
+    p = add("link", "link two memories (a typed, weighted edge; again: sets the weight)")
+    p.add_argument("source")
+    p.add_argument("target")
+    p.add_argument("--kind", default="related", help="the link's kind (default related)")
+    p.add_argument("--weight", type=float, default=1.0, help="0..1 (default 1)")
+    p = add("links", "a memory's links")
+    p.add_argument("id")
+    p.add_argument("--direction", choices=["out", "in", "both"], default="both")
+    p.add_argument("--kind", help="only links of this kind")
+    add("thread", "a thread's memories (conversation, session, document) in order").add_argument("thread")
+    p = add("list", "a page of the namespace's memories, highest score first")
+    p.add_argument(
+        "--zone", action="append", choices=[z.value for z in Zone], help="only this zone (repeatable)"
+    )
+    p.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+    p.add_argument("--offset", type=int, default=0, help="skip this many first")
+    p = add("events", "the namespace's change log, newest first")
+    p.add_argument("--after", type=int, default=0, metavar="SEQ", help="only changes after this seq")
+    p.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+    add("namespaces", "the namespaces that hold memories (that you may read)")
+    p = add("zones", "the namespace's zone thresholds and capacities; set some with the options")
+    p.add_argument("--threshold", action="append", default=[], type=_key_number(float), metavar="ZONE=SCORE",
+                   help="lowest score of a zone, e.g. core=0.8 (repeatable)")  # fmt: skip
+    p.add_argument("--capacity", action="append", default=[], type=_key_number(int), metavar="ZONE=N",
+                   help="most memories a zone holds, e.g. core=50 (repeatable)")  # fmt: skip
     add("stats", "counts and zone sizes of the namespace")
     p = add("reorbit", "rescore and rezone the namespace, forget idle memories")
     p.add_argument("--context", metavar="TEXT", help="score memories also by similarity to this")

@@ -441,6 +441,62 @@ def test_commands_that_do_not_embed_do_not_load_the_model(db: str, ids: dict[str
     assert run.stdout.strip().splitlines()[-1] == "[0, 0, 0] False"
 
 
+# --- the other verbs ---------------------------------------------------------------------------
+def test_update_link_links_thread_list_events(stellar: Stellar, db: str, ids: dict[str, str]) -> None:
+    rota, backup = ids["rota"], ids["backup"]
+    out = stellar(
+        "--db", db, "update", rota, "--importance", "0.9", "--tag", "team", "--pin", "--json"
+    ).json()
+    assert (out["importance"], out["tags"], out["pinned"], out["content"]) == (
+        0.9,
+        ["team"],
+        True,
+        SEED["rota"],
+    )
+    assert stellar("--db", db, "update", rota, "--no-pin", "--json").json()["pinned"] is False
+
+    made = stellar("--db", db, "link", rota, backup, "--kind", "supports", "--weight", "0.4", "--json").json()
+    assert (made["source_id"], made["target_id"], made["kind"], made["weight"]) == (
+        rota,
+        backup,
+        "supports",
+        0.4,
+    )
+    assert stellar("--db", db, "links", backup, "--direction", "out", "--json").json() == []
+    assert [
+        e["source_id"] for e in stellar("--db", db, "links", backup, "--direction", "in", "--json").json()
+    ] == [rota]
+    assert f"{rota} -supports (0.4)-> {backup}" in stellar("--db", db, "links", rota).out
+
+    assert [x["id"] for x in stellar("--db", db, "thread", "standup", "--json").json()] == [rota]
+    page = stellar("--db", db, "list", "--zone", "core", "--zone", "outer", "--json").json()
+    assert sorted(x["id"] for x in page) == sorted([backup, ids["coffee"]])
+    assert len(stellar("--db", db, "list", "--limit", "1", "--offset", "1", "--json").json()) == 1
+
+    newest = stellar("--db", db, "events", "--limit", "2", "--json").json()
+    assert [e["op"] for e in newest] == ["link", "update"] and newest[0]["memory_id"] == rota
+    assert stellar("--db", db, "events", "--after", str(newest[0]["seq"]), "--json").json() == []
+    assert stellar("--db", db, "namespaces", "--json").json() == ["default"]
+
+
+def test_zones_show_and_configure(stellar: Stellar, db: str) -> None:
+    default = stellar("--db", db, "zones", "--json").json()["thresholds"]["core"]
+    out = stellar("--db", db, "zones", "--threshold", "core=0.9", "--capacity", "core=5", "--json").json()
+    assert (out["thresholds"]["core"], out["capacities"]["core"]) == (0.9, 5)
+    assert (
+        stellar("--db", db, "zones", "--namespace", "other", "--json").json()["thresholds"]["core"] == default
+    )
+    bad = stellar("--db", db, "zones", "--threshold", "core=0.1")  # below inner's: refused, nothing set
+    assert bad.code == 2 and "thresholds" in bad.err
+    assert stellar("--db", db, "zones", "--json").json()["thresholds"]["core"] == 0.9
+
+
+def test_update_of_a_forgotten_memory_is_an_error(stellar: Stellar, db: str, ids: dict[str, str]) -> None:
+    assert stellar("--db", db, "forget", ids["coffee"]).code == 0
+    result = stellar("--db", db, "update", ids["coffee"], "--importance", "1")
+    assert result.code == 2 and result.err.startswith("error: ") and result.out == ""
+
+
 # --- ingest ----------------------------------------------------------------------------------
 def test_ingest_a_directory_then_again(stellar: Stellar, db: str, tmp_path: Path) -> None:
     docs = tmp_path / "docs"

@@ -45,6 +45,16 @@ def test_importing_stellar_core_does_not_load_the_jobs_libraries() -> None:
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
 
 
+def test_every_cli_command_is_in_the_readme() -> None:
+    from stellar_core.cli import COMMANDS
+
+    readme = (ROOT / "README.md").read_text()
+    missing = [
+        name for name in COMMANDS if not re.search(rf"^stellar [^\n]*\b{re.escape(name)}\b", readme, re.M)
+    ]
+    assert not missing, f"commands the README's examples do not show: {missing}"
+
+
 def test_makefile_targets_named_in_readme_exist() -> None:
     makefile = (ROOT / "Makefile").read_text()
     for target in re.findall(r"^make (\w+)", (ROOT / "README.md").read_text(), flags=re.M):
