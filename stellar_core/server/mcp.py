@@ -100,9 +100,12 @@ Namespace = Annotated[
 ]
 MemoryId = Annotated[str, Field(description="A memory's id.", min_length=1, max_length=MAX_MEMORY_ID)]
 Tag = Annotated[str, Field(min_length=1, max_length=MAX_TAG)]
-Tags = Annotated[list[Tag], Field(description="Tags (labels) of the memory.", max_length=MAX_TAGS)]
+Tags = Annotated[list[Tag] | None, Field(description="Tags (labels) of the memory.", max_length=MAX_TAGS)]
 Importance = Annotated[float, Field(description="How much it matters, 0..1.", ge=0.0, le=1.0)]
-Metadata = Annotated[dict[str, Any], Field(description="Free-form JSON metadata kept with the memory.")]
+NewImportance = Annotated[float | None, Field(description="New importance, 0..1.", ge=0.0, le=1.0)]
+Metadata = Annotated[
+    dict[str, Any] | None, Field(description="Free-form JSON metadata kept with the memory (an object).")
+]
 Kind = Annotated[str, Field(description="Link kind.", min_length=1, max_length=MAX_LINK_KIND)]
 ZoneName = Literal["core", "inner", "outer", "belt", "cloud"]
 
@@ -211,9 +214,9 @@ def _memory_tools(server: MCPServer[Any], mem: StellarMemory) -> None:
     def memory_store(
         content: Annotated[str, Field(description="The memory's text.", min_length=1, max_length=most)],
         importance: Importance = 0.5,
-        tags: Tags | None = None,
+        tags: Tags = None,
         pinned: Annotated[bool, Field(description="Never forget this memory.")] = False,
-        metadata: Metadata | None = None,
+        metadata: Metadata = None,
         thread: Annotated[
             str | None,
             Field(description="Conversation, session or document it belongs to.", max_length=MAX_THREAD),
@@ -271,12 +274,12 @@ def _memory_tools(server: MCPServer[Any], mem: StellarMemory) -> None:
     def memory_update(
         memory_id: MemoryId,
         content: Annotated[str | None, Field(description="New text.", min_length=1, max_length=most)] = None,
-        importance: Importance | None = None,
+        importance: NewImportance = None,
         pinned: Annotated[
             bool | None, Field(description="Never forget it (true) or allow it (false).")
         ] = None,
-        tags: Tags | None = None,
-        metadata: Metadata | None = None,
+        tags: Tags = None,
+        metadata: Metadata = None,
         namespace: Namespace = None,
     ) -> dict[str, Any]:
         """Change some fields of a memory (content, importance, pinned, tags, metadata); the
