@@ -46,7 +46,7 @@ def _embedder(n: int, queries: int, real: bool) -> tuple[Any, list[dict[str, Any
     return SyntheticEmbedder(texts, np.vstack([vectors, qv])), items, asked
 
 
-def serve(db: str, port: int, n: int, queries: int, real: bool) -> None:
+def serve(db: str, port: int, n: int, queries: int, real: bool, stateless: bool) -> None:
     """The server process: the same memory (and embedder), the MCP endpoint on ``port``."""
     import uvicorn
 
@@ -54,7 +54,7 @@ def serve(db: str, port: int, n: int, queries: int, real: bool) -> None:
 
     embedder, _, _ = _embedder(n, queries, real)
     with StellarMemory(db, embedder=embedder, settings=Settings(), agent="server") as mem:
-        app = mcp_http_app(mem).starlette()
+        app = mcp_http_app(mem, stateless=stateless).starlette()
         uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
@@ -122,6 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--real", action="store_true", help="the real embedding model (default: synthetic vectors)"
     )
+    p.add_argument("--stateful", action="store_true", help="sessions instead of stateless requests")
     args = p.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -145,7 +146,9 @@ def main(argv: list[str] | None = None) -> None:
         port = free_port()
         ctx = multiprocessing.get_context("spawn")
         server = ctx.Process(
-            target=serve, args=(db, port, args.memories, args.queries, args.real), daemon=True
+            target=serve,
+            args=(db, port, args.memories, args.queries, args.real, not args.stateful),
+            daemon=True,
         )
         server.start()
         try:
@@ -167,7 +170,10 @@ def main(argv: list[str] | None = None) -> None:
     lp50, lp95, _ = percentiles_ms(local)
     rp50, rp95, _ = percentiles_ms(remote)
     model = "real model" if args.real else "synthetic vectors"
-    print(f"MCP recall, {args.memories:,} memories, {len(queries)} queries, k={args.k}, {model}, SQLite")
+    mode = "stateful" if args.stateful else "stateless"
+    print(
+        f"MCP recall, {args.memories:,} memories, {len(queries)} queries, k={args.k}, {model}, SQLite, {mode}"
+    )
     print(f"  in-process           p50 {lp50:7.2f} ms   p95 {lp95:7.2f} ms")
     print(f"  MCP streamable HTTP  p50 {rp50:7.2f} ms   p95 {rp95:7.2f} ms")
     print(f"  added by MCP         p50 {rp50 - lp50:7.2f} ms   p95 {rp95 - lp95:7.2f} ms")

@@ -477,13 +477,13 @@ class McpHttpApp:
     """The streamable HTTP endpoint (an ASGI app) with API-key authentication; enter ``run()``
     in the host app's lifespan (see the module docstring)."""
 
-    def __init__(self, mem: StellarMemory, *, host: str = "127.0.0.1",
+    def __init__(self, mem: StellarMemory, *, host: str = "127.0.0.1", stateless: bool = True,
                  principal_for_request: PrincipalFor = request_principal) -> None:  # fmt: skip
         self.mem = mem
         self.server = build_server(mem, principal_for_request)
-        # Builds the SDK's session manager (our own routing wraps it): stateless, JSON answers.
+        # Builds the SDK's session manager (our own routing wraps it); JSON answers, no SSE.
         self.server.streamable_http_app(
-            stateless_http=True, json_response=True, host=host,
+            stateless_http=stateless, json_response=True, host=host,
             max_request_body_size=mem.settings.server_max_body_bytes,
         )  # fmt: skip
         self.session_manager: StreamableHTTPSessionManager = self.server.session_manager
@@ -523,12 +523,18 @@ class McpHttpApp:
 
 
 def mcp_http_app(
-    mem: StellarMemory, *, host: str = "127.0.0.1", principal_for_request: PrincipalFor = request_principal
+    mem: StellarMemory,
+    *,
+    host: str = "127.0.0.1",
+    stateless: bool = True,
+    principal_for_request: PrincipalFor = request_principal,
 ) -> McpHttpApp:
     """The MCP streamable HTTP endpoint over ``mem`` (see ``McpHttpApp`` and the module
     docstring for mounting it). ``host``: the address it is served on; on a loopback address
-    the SDK's DNS-rebinding guard accepts only loopback ``Host`` and ``Origin`` headers."""
-    return McpHttpApp(mem, host=host, principal_for_request=principal_for_request)
+    the SDK's DNS-rebinding guard accepts only loopback ``Host`` and ``Origin`` headers.
+    ``stateless=False``: sessions (``Mcp-Session-Id``) held in this process, bound to the
+    key's agent; a client must then always reach the same process."""
+    return McpHttpApp(mem, host=host, stateless=stateless, principal_for_request=principal_for_request)
 
 
 def serve_http(mem: StellarMemory, host: str = "127.0.0.1", port: int = 8765) -> None:
