@@ -13,6 +13,8 @@
     stellar --db notes.db audit verify              # the first edited or deleted record, if any
     stellar --db notes.db sync run                  # with other replicas (STELLAR_SYNC_URL), until Ctrl-C
     stellar --db notes.db sync status               # and conflicts, resolve ID --keep loser, held, trim
+    stellar --db notes.db mcp                       # an MCP server on stdio (for Claude, Cursor, ...)
+    stellar --db notes.db mcp --transport http --port 8765   # at /mcp, every request with an API key
 
 Global options (``--db``, ``--namespace``, ``--agent``, ``--json``) go before or after the
 subcommand. Output is for people unless ``--json`` is given. Errors print ``error: ...`` on
@@ -240,6 +242,17 @@ def sync(mem: StellarMemory, args: argparse.Namespace) -> Any:
     return {"trimmed": mem.sync.trim(names)}
 
 
+# --- MCP (decision 0033) -----------------------------------------------------------------------
+def mcp(mem: StellarMemory, args: argparse.Namespace) -> None:
+    """Serve until the client hangs up (stdio) or until interrupted (HTTP); nothing to print."""
+    from stellar_core.server.mcp import serve_http, serve_stdio
+
+    if args.transport == "http":
+        serve_http(mem, args.host, args.port)
+    else:
+        serve_stdio(mem)
+
+
 def _sync_once(mem: StellarMemory, names: list[str] | None, batches: int) -> dict[str, Any]:
     """One round, as the sync flow runs it: publish the outbox, apply up to ``batches``
     batches, trim the streams."""
@@ -285,7 +298,8 @@ class _Namespaces(argparse.Action):
         namespace.namespace = values
 
 
-CREATING = {"store", "import", "ingest"}  # the others need a database that exists
+CREATING = {"store", "import", "ingest", "mcp"}  # the others need a database that exists
+SERVING = {"mcp"}  # long-running: recall statistics are written in the background
 
 COMMANDS: dict[str, Command] = {
     "store": store,
@@ -312,6 +326,7 @@ COMMANDS: dict[str, Command] = {
     "key": key,
     "audit": audit,
     "sync": sync,
+    "mcp": mcp,
 }
 
 
@@ -658,6 +673,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", choices=["winner", "loser"], help="resolve: the version to keep")
     p.add_argument("--content", metavar="TEXT", help="resolve: keep this content instead")
     p.add_argument("--from", dest="source", metavar="URL", help="bootstrap: the database to copy (the hub's)")
+
+    p = add("mcp", "serve the memory to MCP clients: on stdio (as --agent), or over HTTP (per API key)")
+    p.add_argument("--transport", choices=["stdio", "http"], default="stdio", help="stdio (default) or http")
+    p.add_argument("--host", default="127.0.0.1", help="http: the address to listen on (127.0.0.1)")
+    p.add_argument("--port", type=int, default=8765, help="http: the port (8765); the endpoint is /mcp")
     return parser
 
 
@@ -679,12 +699,14 @@ def main(argv: list[str] | None = None) -> int:
         with StellarMemory(
             args.db,
             namespace=args.namespace,
-            agent=args.agent or settings.agent("cli"),
+            agent=args.agent or settings.agent("mcp" if args.command == "mcp" else "cli"),
             settings=settings,
-            background=False,
+            background=args.command in SERVING,
             create=args.command in CREATING or (args.command == "sync" and args.action == "bootstrap"),
         ) as mem:
             out = COMMANDS[args.command](mem, args)
+        if args.command in SERVING:
+            return 0  # stdout was the protocol's (stdio), or nothing is left to say
     except (StellarError, UnicodeDecodeError) as exc:
         return _fail(str(exc))
     except OSError as exc:

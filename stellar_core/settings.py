@@ -304,6 +304,11 @@ class Settings(BaseSettings):
         default=2.0, gt=0, description="Dashboard: how often the live event feed refreshes."
     )
 
+    # --- servers (the HTTP API, the MCP server) ----------------------------------------
+    server_max_body_bytes: int = Field(
+        default=1_048_576, ge=1_024, description="Servers: largest request body accepted (413 beyond)."
+    )
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
         t = [self.core_threshold, self.inner_threshold, self.outer_threshold, self.belt_threshold]
