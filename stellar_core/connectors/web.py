@@ -17,7 +17,7 @@ from stellar_core import validation as check
 from stellar_core.connectors.http import fetch
 from stellar_core.connectors.sources import Document, ingest_document
 from stellar_core.errors import SourceError, SourceUnavailable, ValidationError
-from stellar_core.models import IngestResult
+from stellar_core.models import IngestResult, Who
 
 if TYPE_CHECKING:
     from stellar_core.memory import StellarMemory
@@ -29,15 +29,22 @@ ACCEPT = (*HTML, "text/plain", "text/markdown")
 
 
 def ingest_url(
-    mem: StellarMemory, url: str, *, namespace: str | None = None, importance: float = 0.5
+    mem: StellarMemory,
+    url: str,
+    *,
+    namespace: str | None = None,
+    importance: float = 0.5,
+    principal: Who = None,
 ) -> IngestResult:
-    """Fetch one page and store its main text; a changed page replaces its old chunks.
+    """Fetch one page and store its main text; a changed page replaces its old chunks, as
+    ``principal`` (default: the memory's; it must be allowed to ingest before anything is fetched).
 
     Raises ``SourceError`` (the page cannot be ingested as it is: malformed URL, refused
     address, 4xx, not text, too large, no text found) or ``SourceUnavailable`` (try later).
     """
     check.importance(importance)
-    ns, _ = mem.engine.scope(namespace, None)
+    ns, who = mem.engine.scope(namespace, principal)
+    mem.engine.authorise("ingest", ns, who)
     page = fetch(url, mem.settings, accept=ACCEPT)
     if page is None:  # only a conditional request gets a 304, and this one is not
         raise SourceError(f"{url}: unexpected 304 Not Modified")
@@ -51,7 +58,7 @@ def ingest_url(
     metadata = {"url": page.url, **({"title": title} if title else {})}
     doc = Document("web", url, text, metadata=metadata)
     try:
-        return ingest_document(mem, doc, namespace=ns, importance=importance)
+        return ingest_document(mem, doc, namespace=ns, importance=importance, principal=who)
     except ValidationError as exc:  # the arguments were checked: this is about the page's text
         raise SourceError(f"{url}: {exc}") from exc
 
