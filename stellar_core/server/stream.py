@@ -301,7 +301,7 @@ async def _pump(websocket: WebSocket, events: AsyncIterator[list[ChangeEvent] | 
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError, OSError):
                 await t
-        with contextlib.suppress(RuntimeError, OSError):
+        with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
             if websocket.application_state != WebSocketState.DISCONNECTED:
                 await websocket.close()
 
@@ -326,5 +326,5 @@ async def _deny(websocket: WebSocket, exc: BaseException) -> None:
 async def _close(websocket: WebSocket, exc: BaseException) -> None:
     """End an accepted socket: 4401 (key), 4403 (refused), 1008 (anything else); the reason says why."""
     status, detail = _status(exc)
-    with contextlib.suppress(RuntimeError, OSError):
+    with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
         await websocket.close(4000 + status if status in (401, 403) else 1008, detail[:120])
