@@ -13,6 +13,7 @@
     stellar --db notes.db audit verify              # the first edited or deleted record, if any
     stellar --db notes.db sync run                  # with other replicas (STELLAR_SYNC_URL), until Ctrl-C
     stellar --db notes.db sync status               # and conflicts, resolve ID --keep loser, held, trim
+    stellar --db notes.db serve --port 8080         # the HTTP API (docs at /docs), until Ctrl-C
 
 Global options (``--db``, ``--namespace``, ``--agent``, ``--json``) go before or after the
 subcommand. Output is for people unless ``--json`` is given. Errors print ``error: ...`` on
@@ -229,6 +230,22 @@ def _sync_until_stopped(mem: StellarMemory) -> dict[str, Any]:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return {"sync": "stopped"}
+
+
+def serve(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    """The HTTP API on uvicorn until Ctrl-C or SIGTERM. With sync configured, this memory syncs
+    in the background too: its event stream then shows every replica's changes."""
+    import uvicorn
+
+    from stellar_core.server.http import create_app
+
+    if settings.sync_url:
+        settings = settings.model_copy(update={"sync_background": True})
+    with StellarMemory(args.db, namespace=args.namespace, agent=args.agent or settings.agent("api"),
+                       settings=settings, background=True) as mem:  # fmt: skip
+        host, port = args.host or settings.server_host, args.port or settings.server_port
+        uvicorn.run(create_app(mem), host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
+    return {"serve": "stopped"}
 
 
 def _namespaces(args: argparse.Namespace) -> list[str] | None:
@@ -548,6 +565,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", choices=["winner", "loser"], help="resolve: the version to keep")
     p.add_argument("--content", metavar="TEXT", help="resolve: keep this content instead")
     p.add_argument("--from", dest="source", metavar="URL", help="bootstrap: the database to copy (the hub's)")
+
+    p = add("serve", "the HTTP API with its live event stream (docs at /docs), until Ctrl-C")
+    p.add_argument("--host", help="address to listen on (default STELLAR_SERVER_HOST, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default STELLAR_SERVER_PORT, 8080)")
     return parser
 
 
@@ -565,6 +586,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "key" and args.action == "new":
             out = new_key(settings, args)
             print(json.dumps(out, indent=2))
+            return 0
+        if args.command == "serve":
+            print(json.dumps(serve(settings, args)))
             return 0
         with StellarMemory(
             args.db,
