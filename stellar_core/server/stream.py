@@ -16,6 +16,9 @@ writes by other processes on this database, when a shared poll every
 ``server_poll_seconds`` sees the log's newest seq grow. Idle SSE streams get a keep-alive
 comment every ``server_heartbeat_seconds``; the API key is checked again every
 ``grants_refresh_seconds`` at most, and a stream whose key was revoked ends.
+
+Known limit (decision 0032): on PostgreSQL, concurrent writers in one namespace can commit out
+of seq order, and a live follower past the later seq would skip the earlier one.
 """
 
 from __future__ import annotations
