@@ -8,7 +8,7 @@ What is measured (the real embedding model; its query cache off, so that every r
 its query in both columns; a SQLite store in a temporary directory):
 
 1. Recall latency, in process (``mem.recall``) and through the API (``GET .../recall`` from
-   one keep-alive httpx client), the same ``--queries`` queries in both, statistics not
+   one keep-alive httpx client), the same ``--queries`` queries in both, interleaved, statistics not
    counted; the difference of the percentiles is what HTTP adds (routing, the API key from
    its cache, JSON, the thread pool, loopback TCP).
 2. Requests per second with ``--clients`` concurrent clients (threads, one keep-alive
@@ -177,21 +177,19 @@ def main() -> None:
             asked = queries(a.queries)
             mem.recall(asked[0], namespace=NS, count=False)  # warm both
             local: list[float] = []
-            for q in asked:
-                t = time.perf_counter()
-                mem.recall(q, k=10, namespace=NS, count=False)
-                local.append(time.perf_counter() - t)
             remote: list[float] = []
+            path = f"/v1/namespaces/{NS}/recall"
             with httpx.Client(base_url=url, headers={"X-API-Key": key}, timeout=60) as c:
-                c.get(
-                    f"/v1/namespaces/{NS}/recall", params={"q": asked[0], "count": False}
-                ).raise_for_status()
-                for q in asked:
-                    t = time.perf_counter()
-                    c.get(
-                        f"/v1/namespaces/{NS}/recall", params={"q": q, "k": 10, "count": False}
-                    ).raise_for_status()
-                    remote.append(time.perf_counter() - t)
+                c.get(path, params={"q": asked[0], "count": False}).raise_for_status()
+                for n, q in enumerate(asked):  # interleaved, each side first half the time
+                    for side in (0, 1) if n % 2 else (1, 0):
+                        t = time.perf_counter()
+                        if side == 0:
+                            mem.recall(q, k=10, namespace=NS, count=False)
+                            local.append(time.perf_counter() - t)
+                        else:
+                            c.get(path, params={"q": q, "k": 10, "count": False}).raise_for_status()
+                            remote.append(time.perf_counter() - t)
             lp, hp = percentiles_ms(local), percentiles_ms(remote)
             print(f"\nrecall latency, {a.memories} memories, {a.queries} queries (ms)")
             print(f"{'':>14} {'in-process':>11} {'HTTP':>9} {'added':>9} {'MCP':>9}")
