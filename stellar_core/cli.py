@@ -15,6 +15,7 @@
     stellar --db notes.db sync status               # and conflicts, resolve ID --keep loser, held, trim
     stellar --db notes.db mcp                       # an MCP server on stdio (for Claude, Cursor, ...)
     stellar --db notes.db mcp --transport http --port 8765   # at /mcp, every request with an API key
+    stellar --db notes.db serve --port 8080         # the HTTP API (docs at /docs), until Ctrl-C
 
 Global options (``--db``, ``--namespace``, ``--agent``, ``--json``) go before or after the
 subcommand. Output is for people unless ``--json`` is given. Errors print ``error: ...`` on
@@ -282,6 +283,18 @@ def _sync_until_stopped(mem: StellarMemory) -> dict[str, Any]:
     return {"sync": "stopped"}
 
 
+def serve(mem: StellarMemory, args: argparse.Namespace) -> None:
+    """The HTTP API, and the MCP server at ``/mcp``, on uvicorn until Ctrl-C or SIGTERM. With
+    sync configured, this memory syncs in the background: the event stream shows every
+    replica's changes."""
+    import uvicorn
+
+    from stellar_core.server.http import serving_app
+
+    host, port = args.host or mem.settings.server_host, args.port or mem.settings.server_port
+    uvicorn.run(serving_app(mem, host), host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
+
+
 def _namespaces(args: argparse.Namespace) -> list[str] | None:
     """The namespaces a sync command names (``--namespace``, repeatable), checked; None: all."""
     given = getattr(args, "namespaces", None) or ([args.namespace] if args.namespace else None)
@@ -298,8 +311,8 @@ class _Namespaces(argparse.Action):
         namespace.namespace = values
 
 
-CREATING = {"store", "import", "ingest", "mcp"}  # the others need a database that exists
-SERVING = {"mcp"}  # long-running: recall statistics are written in the background
+CREATING = {"store", "import", "ingest", "mcp", "serve"}  # the others need a database that exists
+SERVING = {"mcp", "serve"}  # long-running: recall statistics are written in the background
 
 COMMANDS: dict[str, Command] = {
     "store": store,
@@ -327,6 +340,7 @@ COMMANDS: dict[str, Command] = {
     "audit": audit,
     "sync": sync,
     "mcp": mcp,
+    "serve": serve,
 }
 
 
@@ -678,6 +692,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transport", choices=["stdio", "http"], default="stdio", help="stdio (default) or http")
     p.add_argument("--host", default="127.0.0.1", help="http: the address to listen on (127.0.0.1)")
     p.add_argument("--port", type=int, default=8765, help="http: the port (8765); the endpoint is /mcp")
+
+    p = add("serve", "the HTTP API with its live event stream (docs at /docs), until Ctrl-C")
+    p.add_argument("--host", help="address to listen on (default STELLAR_SERVER_HOST, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default STELLAR_SERVER_PORT, 8080)")
     return parser
 
 
@@ -696,10 +714,12 @@ def main(argv: list[str] | None = None) -> int:
             out = new_key(settings, args)
             print(json.dumps(out, indent=2))
             return 0
+        if args.command == "serve" and settings.sync_url:  # its event stream shows every replica's changes
+            settings = settings.model_copy(update={"sync_background": True})
         with StellarMemory(
             args.db,
             namespace=args.namespace,
-            agent=args.agent or settings.agent("mcp" if args.command == "mcp" else "cli"),
+            agent=args.agent or settings.agent({"mcp": "mcp", "serve": "api"}.get(args.command, "cli")),
             settings=settings,
             background=args.command in SERVING,
             create=args.command in CREATING or (args.command == "sync" and args.action == "bootstrap"),

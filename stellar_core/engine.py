@@ -116,6 +116,7 @@ class Engine:
         )
         self.cipher = Cipher(ring, settings.encryption_strict) if ring is not None else None
         self.committed = threading.Event()  # set after each write: sync's publisher wakes up
+        self._commit_hooks: list[Callable[[str], None]] = []  # told each write's namespace (on_commit)
         # With sync on, each flush of recall statistics also logs this replica's counts.
         self._recalls = RecallLog(self.db, self._recalled, self._log_recalls if settings.sync_url else None)
         self._purged = threading.Event()  # set after a purge: the write-ahead log is to be emptied
@@ -218,9 +219,23 @@ class Engine:
         if tx.added:
             self.db.added(tx.added)
         self.committed.set()
+        for hook in tuple(self._commit_hooks):
+            hook(ns)
         self.record(who, action, ns, [*tx.stored, *tx.touched], "allowed")
         if tx.purged:
             self._purged.set()
+
+    def on_commit(self, hook: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``hook(namespace)`` after each write commits (followers of the change log wake
+        up; ``committed`` is the sync publisher's own); returns what removes it. It runs in the
+        writer's thread: it must be quick and must not raise."""
+        self._commit_hooks.append(hook)
+
+        def remove() -> None:
+            if hook in self._commit_hooks:
+                self._commit_hooks.remove(hook)
+
+        return remove
 
     @contextmanager
     def administering(

@@ -359,14 +359,22 @@ class StellarMemory:
             return found
 
     def events(
-        self, *, after: int = 0, limit: int = 100, namespace: str | None = None, principal: Who = None
+        self,
+        *,
+        after: int = 0,
+        limit: int = 100,
+        oldest_first: bool = False,
+        namespace: str | None = None,
+        principal: Who = None,
     ) -> list[ChangeEvent]:
-        """The namespace's change log, newest first: at most ``limit`` events with a ``seq``
-        above ``after`` (pass the newest seq seen to follow the log)."""
+        """The namespace's change log: at most ``limit`` events with a ``seq`` above ``after``,
+        the newest of them newest first, or (``oldest_first``) the next ones in order, which
+        is how to follow the log without missing any: pass the last seq seen as ``after``."""
         after = check.int_in_range(after, "after", 2**62, least=0)
         limit = check.int_in_range(limit, "limit", PAGE_MAX)
         with self.engine.reading("events", namespace, principal) as r:
-            return changelog.newest(r.conn, r.namespace, after, limit)
+            read = changelog.following if oldest_first else changelog.newest
+            return read(r.conn, r.namespace, after, limit)
 
     def namespaces(self, *, principal: Who = None) -> list[str]:
         """Namespaces that hold at least one live memory (with access control on: those the

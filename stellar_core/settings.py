@@ -304,10 +304,33 @@ class Settings(BaseSettings):
         default=2.0, gt=0, description="Dashboard: how often the live event feed refreshes."
     )
 
-    # --- servers (the HTTP API, the MCP server) ----------------------------------------
-    server_max_body_bytes: int = Field(
-        default=1_048_576, ge=1_024, description="Servers: largest request body accepted (413 beyond)."
+    # --- servers: the HTTP API (stellar serve; decision 0032) and the MCP server (0033) ------
+    server_host: str = Field(
+        default="127.0.0.1",
+        description="HTTP API: the address it listens on; 0.0.0.0 offers it to the network.",
     )
+    server_port: int = Field(default=8080, ge=1, le=65535, description="HTTP API: its port.")
+    server_max_body_bytes: int = Field(
+        default=1_048_576, ge=1024,
+        description="Servers (HTTP API, MCP): largest request body (bytes); larger ones get 413.",
+    )  # fmt: skip
+    server_auth_cache_seconds: float = Field(
+        default=2.0, ge=0,
+        description="HTTP API: how long an API key, once checked, is trusted without asking the database "
+        "(never longer than grants_refresh_seconds: a revoked key stops working within that).",
+    )  # fmt: skip
+    server_poll_seconds: float = Field(
+        default=0.5, gt=0,
+        description="HTTP API event stream: how often the change log is looked at for changes written by "
+        "other processes (this process's own wake the stream at once).",
+    )  # fmt: skip
+    server_heartbeat_seconds: float = Field(
+        default=15.0, gt=0, description="HTTP API event stream: a keep-alive comment after this long idle."
+    )
+    server_stream_batch: int = Field(
+        default=500, ge=1, le=10_000,
+        description="HTTP API event stream: events read (and held) at once per connection.",
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

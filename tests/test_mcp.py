@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,6 @@ import httpx
 import httpx2
 import pytest
 import redis as redis_lib
-import uvicorn
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
@@ -25,8 +23,10 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import INVALID_PARAMS, PARSE_ERROR, CallToolResult, TextResourceContents
 
 from stellar_core import Settings, StellarMemory
+from stellar_core.server.http import serving_app
 from stellar_core.server.mcp import mcp_http_app
-from tests.services import Redis, free_port, wait_for_port
+from tests.api_server import running
+from tests.services import Redis
 from tests.sites import Site, reply
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,17 +41,8 @@ SECURE = Settings(access_control=True, admins=["root"], audit_log=True, web_allo
 @contextlib.contextmanager
 def serving(app: Any) -> Iterator[str]:
     """``app`` on uvicorn in a background thread; yields the endpoint's URL."""
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for_port(port, "the MCP server")
-    try:
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with running(app) as url:
+        yield url + "/mcp"
 
 
 @contextlib.asynccontextmanager
@@ -288,30 +279,20 @@ def test_sync_status_with_sync_configured(open_memory: Callable[..., StellarMemo
     assert after["status"][0]["unpublished"] == 0 and after["status"][0]["stream_length"] == 1
 
 
-def test_mounted_in_a_fastapi_app_as_documented(mem: StellarMemory) -> None:
-    from fastapi import FastAPI
-
-    mcp = mcp_http_app(mem)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with mcp.run():
-            yield
-
-    api = FastAPI(lifespan=lifespan)
-    api.add_route("/mcp", mcp, methods=["GET", "POST", "DELETE"])
-
-    @api.get("/health")
-    def health() -> dict[str, str]:
-        return {"status": "ok"}
-
+def test_served_beside_the_http_api_as_stellar_serve_does(mem: StellarMemory) -> None:
+    """``stellar serve``: one server, the API under /v1 and MCP at exactly /mcp."""
     key = mem.security.create_api_key("agent-7")
 
     async def main() -> dict[str, Any]:
         async with http_session(endpoint, key) as s:
             return data(await s.call_tool("memory_store", {"content": "Mounted MCP works"}))  # type: ignore[no-any-return]
 
-    with serving(api) as endpoint:
+    with serving(serving_app(mem)) as endpoint:
         stored = run(main)
-        assert httpx.get(endpoint.replace("/mcp", "/health")).json() == {"status": "ok"}
+        base = endpoint.removesuffix("/mcp")
+        assert httpx.get(base + "/health").json()["status"] == "ok"
+        listed = httpx.get(f"{base}/v1/namespaces", headers={"X-API-Key": key}).json()
+        assert listed == {"namespaces": ["default"]}
+        assert httpx.post(endpoint, content=b"{}").status_code == 401  # the API key checked here too
+        assert "/mcp" not in httpx.get(base + "/openapi.json").json()["paths"]
     assert mem.events(limit=1)[0].agent == "agent-7" and stored["content"] == "Mounted MCP works"

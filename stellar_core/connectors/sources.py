@@ -61,12 +61,12 @@ def ingest_document(
 ) -> IngestResult:
     """Store a document's chunks unless they are already there; replace a changed version.
     Raises ``PermanentError`` if the document cannot be stored (nothing stored is touched).
-    ``principal``: who ingests (default: the memory's own agent), admitted and audited."""
-    ns, _ = mem.engine.scope(namespace, None)
-    plan = _plan(mem.engine, ns, doc, max_chars or mem.settings.chunk_max_chars, principal)
+    ``principal``: who ingests (access control and the audit see them), default the memory's."""
+    ns, who = mem.engine.scope(namespace, principal)
+    plan = _plan(mem.engine, ns, doc, max_chars or mem.settings.chunk_max_chars, who)
     if isinstance(plan, IngestResult):
         return plan
-    return _store(mem.engine, ns, [plan], importance, principal)
+    return _store(mem.engine, ns, [plan], importance, who)
 
 
 def ingest_documents(
@@ -100,14 +100,12 @@ def ingest_documents(
     return result + _store_isolating(engine, ns, group, importance)
 
 
-def _plan(
-    engine: Engine, ns: str, doc: Document, max_chars: int, principal: Who = None
-) -> _Plan | IngestResult:
+def _plan(engine: Engine, ns: str, doc: Document, max_chars: int, who: Who = None) -> _Plan | IngestResult:
     """What storing ``doc`` takes, or the result if it is unchanged."""
     if len(doc.key) > check.MAX_SOURCE_URL:
         raise ValidationError(f"source key longer than {check.MAX_SOURCE_URL} characters")
     digest = check.content_hash(doc.text)
-    with engine.reading("ingest", ns, principal) as r:
+    with engine.reading("ingest", ns, who) as r:
         old = reads.source_memories(r.conn, ns, doc.type, doc.key)
     if old and all(x.metadata.get("source_hash") == digest for x in old):
         return IngestResult(sources=1, chunks=len(old), unchanged=1)
@@ -135,9 +133,7 @@ def _store_isolating(engine: Engine, ns: str, group: list[_Plan], importance: fl
     return result
 
 
-def _store(
-    engine: Engine, ns: str, group: list[_Plan], importance: float, principal: Who = None
-) -> IngestResult:
+def _store(engine: Engine, ns: str, group: list[_Plan], importance: float, who: Who = None) -> IngestResult:
     """The group's new chunks stored and the old chunks that are gone forgotten, in one
     transaction: a crash leaves each document's old version or its new one."""
     now = engine.clock.now()
@@ -156,7 +152,7 @@ def _store(
     drafts = [check.draft(item, engine.settings.max_content_chars) for item in items]
     vectors = engine.vectors_for(ns, drafts)
     result = IngestResult()
-    with engine.writing("ingest", ns, principal) as tx:
+    with engine.writing("ingest", ns, who) as tx:
         stored = iter(tx.store(drafts, vectors))
         for p in group:
             mine = [next(stored) for _ in p.chunks]

@@ -45,9 +45,8 @@ def ingest_url(
     address, 4xx, not text, too large, no text found) or ``SourceUnavailable`` (try later).
     """
     check.importance(importance)
-    ns, _ = mem.engine.scope(namespace, None)
-    if not mem.engine.may(mem.engine.scope(ns, principal)[1], "ingest", ns):
-        mem.engine.authorise("ingest", ns, principal)  # refused, and the refusal audited
+    ns, who = mem.engine.scope(namespace, principal)
+    mem.engine.authorise("ingest", ns, who)
     page = fetch(url, mem.settings, accept=ACCEPT)
     if page is None:  # only a conditional request gets a 304, and this one is not
         raise SourceError(f"{url}: unexpected 304 Not Modified")
@@ -61,7 +60,7 @@ def ingest_url(
     metadata = {"url": page.url, **({"title": title} if title else {})}
     doc = Document("web", url, text, metadata=metadata)
     try:
-        return ingest_document(mem, doc, namespace=ns, importance=importance, principal=principal)
+        return ingest_document(mem, doc, namespace=ns, importance=importance, principal=who)
     except ValidationError as exc:  # the arguments were checked: this is about the page's text
         raise SourceError(f"{url}: {exc}") from exc
 

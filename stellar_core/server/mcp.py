@@ -65,7 +65,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import INVALID_PARAMS, CallToolResult, InputRequiredResult, TextContent, ToolAnnotations
 from pydantic import Field
 from starlette.applications import Starlette
-from starlette.datastructures import Headers
+from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -74,7 +74,8 @@ from stellar_core.errors import NotFoundError, PermissionDenied, StellarError
 from stellar_core.memory import StellarMemory
 from stellar_core.models import Principal
 from stellar_core.security import keys
-from stellar_core.server import shapes
+from stellar_core.server import access, shapes
+from stellar_core.server.problems import Unauthorized
 from stellar_core.validation import MAX_LINK_KIND, MAX_MEMORY_ID, MAX_SOURCE_URL, MAX_TAG, MAX_THREAD
 
 __all__ = ["TOOLSETS", "McpHttpApp", "acting", "build_server", "mcp_http_app", "serve_http", "serve_stdio"]
@@ -479,7 +480,7 @@ class McpHttpApp:
 
     def __init__(self, mem: StellarMemory, *, host: str = "127.0.0.1", stateless: bool = True,
                  principal_for_request: PrincipalFor = request_principal) -> None:  # fmt: skip
-        self.mem = mem
+        self.mem, self.keys = mem, access.Keys(mem)  # checked keys trusted briefly, as by the API
         self.server = build_server(mem, principal_for_request)
         # Builds the SDK's session manager (our own routing wraps it); JSON answers, no SSE.
         self.server.streamable_http_app(
@@ -496,16 +497,16 @@ class McpHttpApp:
         if scope["type"] != "http":
             await self.session_manager.handle_request(scope, receive, send)
             return
-        headers = Headers(scope=scope)
-        key = _api_key(headers)
-        if key is None:
-            why = "an API key is required: Authorization: Bearer stk_... (or X-API-Key)"
-            await _unauthorised(why)(scope, receive, send)
-            return
+        conn = HTTPConnection(scope)
         try:
-            who = await anyio.to_thread.run_sync(self.mem.security.authenticate, key)
-        except StellarError as exc:
-            await _unauthorised(str(exc))(scope, receive, send)
+            key = access.presented(conn)
+            if key is None:
+                raise Unauthorized("an API key is required: Authorization: Bearer stk_... (or X-API-Key)")
+            who = self.keys.cached(key)
+            if who is None:  # the database is asked: not on the event loop
+                who = await anyio.to_thread.run_sync(self.keys.principal, key)
+        except Unauthorized as exc:
+            await _unauthorised(str(exc.detail))(scope, receive, send)
             return
         token = AccessToken(token=keys.parse(key)[0], client_id=who.id, scopes=[])  # the key's id, not secret
         scope = {**scope, SCOPE_KEY: who, "user": AuthenticatedUser(token)}  # the SDK binds sessions to it
@@ -542,15 +543,6 @@ def serve_http(mem: StellarMemory, host: str = "127.0.0.1", port: int = 8765) ->
     import uvicorn
 
     uvicorn.run(mcp_http_app(mem, host=host).starlette(), host=host, port=port, log_level="warning")
-
-
-def _api_key(headers: Headers) -> str | None:
-    auth = headers.get("authorization", "")
-    scheme, _, value = auth.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    key = headers.get("x-api-key", "").strip()
-    return key or None
 
 
 def _unauthorised(why: str) -> JSONResponse:

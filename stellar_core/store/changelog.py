@@ -91,8 +91,19 @@ def last_seq(conn: sa.Connection, namespace: str) -> int:
 def newest(conn: sa.Connection, namespace: str, after: int, limit: int) -> list[ChangeEvent]:
     """The namespace's newest ``limit`` changes with a seq above ``after``, newest first."""
     q = sa.select(changes).where(c.namespace == namespace, c.seq > after).order_by(c.seq.desc()).limit(limit)
+    return _events(conn.execute(q))
+
+
+def following(conn: sa.Connection, namespace: str, after: int, limit: int) -> list[ChangeEvent]:
+    """The namespace's next ``limit`` changes after ``after``, oldest first: a follower
+    (the HTTP API's event stream) passes the last seq it handed on, and misses none."""
+    q = sa.select(changes).where(c.namespace == namespace, c.seq > after).order_by(c.seq).limit(limit)
+    return _events(conn.execute(q))
+
+
+def _events(rows: sa.CursorResult[Any]) -> list[ChangeEvent]:
     return [
         ChangeEvent(int(r.seq), r.namespace, r.memory_id, Op(r.op), r.agent, r.hlc, r.created_at,
                     dict(r.payload or {}), dict(r.vector_clock or {}))
-        for r in conn.execute(q)
+        for r in rows
     ]  # fmt: skip
