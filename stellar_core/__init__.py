@@ -31,6 +31,7 @@ from stellar_core.errors import (
     TransientError,
     ValidationError,
 )
+from stellar_core.graph import Graph
 from stellar_core.memory import StellarMemory
 from stellar_core.models import (
     ChangeEvent,
@@ -115,6 +116,7 @@ __all__ = [
     "EncryptionError",
     "ForgetReport",
     "Grant",
+    "Graph",
     "ImportReport",
     "IngestResult",
     "KeyProvider",
