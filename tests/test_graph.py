@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 from pathlib import Path
 
 import networkx as nx
@@ -212,3 +213,44 @@ def test_recall_expansion_reaches_two_hops_but_not_below_the_floor(open_memory: 
     for h, i in enumerate(reached, 1):
         assert hits[i].relevance == pytest.approx(r * 0.5**h)
     assert not set(chain[len(hops) :]) & {i for i, x in hits.items() if "graph" in x.via}
+
+
+# --- the command line --------------------------------------------------------------------------------
+def test_cli_graph_commands(tmp_path: Path, embedder, capsys: pytest.CaptureFixture[str]) -> None:
+    from stellar_core.cli import main
+
+    db = tmp_path / "cli.db"
+    with StellarMemory(db, embedder=embedder, background=False) as mem:
+        hub, a, b, island = (x.id for x in mem.store_many(["the hub", "spoke a", "spoke b", "an island"]))
+        mem.link(a, hub)
+        mem.link(b, hub, kind="supports", weight=0.5)
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = main(["--db", str(db), *argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, _ = run("graph", "centrality", "--json", "--limit", "2")
+    assert code == 0
+    top = json.loads(out)
+    assert [x["id"] for x in top][:1] == [hub] and top[0]["content"] == "the hub" and len(top) == 2
+    code, out, _ = run("graph", "centrality", "--kind", "degree")
+    assert code == 0 and out.splitlines()[0].startswith(" 1. 0.6667  [" + hub + "]  the hub")
+    code, out, _ = run("graph", "communities", "--json")
+    groups = json.loads(out)
+    assert code == 0 and groups[0]["ids"] == sorted([hub, a, b]) and groups[1]["ids"] == [island]
+    code, out, _ = run("graph", "path", a, b)
+    assert code == 0 and [line.split("]")[0].split("[")[1] for line in out.splitlines()] == [a, hub, b]
+    code, _, err = run("graph", "path", a, island)
+    assert code == 2 and err.startswith("error: no chain of links")
+    code, _, err = run("graph", "path", a)
+    assert code == 2 and "two memory ids" in err
+
+    code, out, _ = run("graph", "export")  # GraphML on stdout
+    assert code == 0 and nx.read_graphml(io.StringIO(out), edge_key_type=str).number_of_edges() == 2
+    target = tmp_path / "out.graphml"
+    code, out, _ = run("graph", "export", str(target))
+    assert code == 0 and out.strip() == f"exported 4 memories and 2 links of namespace default to {target}"
+    back = nx.read_graphml(target, edge_key_type=str, force_multigraph=True)
+    assert set(back.edges(keys=True)) == {(a, hub, "related"), (b, hub, "supports")}
