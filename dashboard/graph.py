@@ -1,4 +1,8 @@
-"""The memory graph around one memory: its links, and their links, out to a chosen depth."""
+"""The memory graph around one memory: its links, and their links, out to a chosen depth.
+
+Nodes are coloured by their community and sized by their PageRank, both of the namespace's
+whole graph (``mem.graph``), computed once per change of the namespace (its newest change-log
+entry) and principal, and cached."""
 
 from __future__ import annotations
 
@@ -11,44 +15,31 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.palette import preview, zone_colour
-from stellar_core import Link, Memory, NotFoundError, Principal, StellarMemory
+from stellar_core import Neighbourhood, Principal, StellarMemory
+
+MAX_SHOWN = 80  # memories drawn at most
 
 
-@dataclass
-class Neighbourhood:
-    centre: str
-    nodes: dict[str, tuple[Memory, int]]  # id -> (memory, hops from the centre)
-    parents: dict[str, str]  # id -> the node it was first reached from
-    edges: list[Link]
-    truncated: bool  # stopped at max_nodes
+@dataclass(frozen=True)
+class Analytics:
+    """PageRank and community (0: the largest) of each memory of a namespace."""
+
+    rank: dict[str, float]
+    community: dict[str, int]
 
 
-def neighbourhood(
-    mem: StellarMemory, namespace: str, centre: str, depth: int, max_nodes: int, who: Principal | None = None
-) -> Neighbourhood:
-    """Breadth first from ``centre`` over links in both directions."""
-    nodes = {centre: (mem.get(centre, namespace=namespace, principal=who), 0)}
-    parents: dict[str, str] = {}
-    edges: dict[tuple[str, str, str], Link] = {}
-    frontier, truncated = [centre], False
-    for hop in range(1, depth + 1):
-        reached: list[str] = []
-        for node in frontier:
-            for e in mem.links(node, namespace=namespace, principal=who):
-                other = e.target_id if e.source_id == node else e.source_id
-                if other not in nodes:
-                    if len(nodes) >= max_nodes:
-                        truncated = True
-                        continue
-                    try:
-                        nodes[other] = (mem.get(other, namespace=namespace, principal=who), hop)
-                    except NotFoundError:  # forgotten between the two reads
-                        continue
-                    parents[other] = node
-                    reached.append(other)
-                edges[(e.source_id, e.target_id, e.kind)] = e
-        frontier = reached
-    return Neighbourhood(centre, nodes, parents, list(edges.values()), truncated)
+@st.cache_data(ttl=600, max_entries=32, show_spinner="Ranking the namespace's graph…")
+def analytics(_mem: StellarMemory, namespace: str, who: str, version: int) -> Analytics:
+    """The namespace's analytics as ``who`` may see them; ``version`` (its newest change)
+    makes a change recompute them."""
+    rank = dict(_mem.graph.centrality("pagerank", limit=100_000, namespace=namespace, principal=who))
+    groups = _mem.graph.communities(namespace=namespace, principal=who)
+    return Analytics(rank, {i: n for n, group in enumerate(groups) for i in group})
+
+
+def namespace_analytics(mem: StellarMemory, namespace: str, who: Principal) -> Analytics:
+    newest = mem.events(limit=1, namespace=namespace, principal=who)
+    return analytics(mem, namespace, who.id, newest[0].seq if newest else 0)
 
 
 def layout(hood: Neighbourhood) -> dict[str, tuple[float, float]]:
@@ -79,8 +70,19 @@ def layout(hood: Neighbourhood) -> dict[str, tuple[float, float]]:
     return at
 
 
-def chart(hood: Neighbourhood) -> alt.LayerChart | alt.FacetChart:
+TOOLTIP = ["content:N", "zone:N", "community:N", alt.Tooltip("pagerank:Q", format=".4f"), "hops:Q", "id:N"]
+
+
+def community_label(n: int | None) -> str:
+    return "-" if n is None else f"#{n + 1}" if n < 10 else "other"
+
+
+def chart(hood: Neighbourhood, facts: Analytics | None = None) -> alt.LayerChart | alt.FacetChart:
+    """The neighbourhood drawn radially; with ``facts``, each memory coloured by community
+    and sized by PageRank (relative to the highest shown), else by zone and importance."""
     at = layout(hood)
+    ranks = {i: facts.rank.get(i, 0.0) for i in hood.nodes} if facts else {}
+    top = max(ranks.values(), default=0.0) or 1.0
     nodes = pd.DataFrame(
         [
             {
@@ -91,10 +93,13 @@ def chart(hood: Neighbourhood) -> alt.LayerChart | alt.FacetChart:
                 "importance": x.importance,
                 "content": preview(x.content),
                 "id": i,
+                "community": community_label(facts.community.get(i)) if facts else "-",
+                "pagerank": ranks.get(i, 0.0),
+                "size": ranks.get(i, 0.0) / top if facts else x.importance,
             }
             for i, (x, hop) in hood.nodes.items()
         ],
-        columns=["x", "y", "zone", "hops", "importance", "content", "id"],
+        columns=["x", "y", "zone", "hops", "importance", "content", "id", "community", "pagerank", "size"],
     )
     edges = pd.DataFrame(
         [
@@ -106,7 +111,7 @@ def chart(hood: Neighbourhood) -> alt.LayerChart | alt.FacetChart:
                 "kind": e.kind,
                 "weight": e.weight,
             }
-            for e in hood.edges
+            for e in hood.links
             if e.source_id in at and e.target_id in at
         ],
         columns=["x", "y", "x2", "y2", "kind", "weight"],
@@ -134,9 +139,9 @@ def chart(hood: Neighbourhood) -> alt.LayerChart | alt.FacetChart:
         .encode(
             x="x:Q",
             y="y:Q",
-            color=zone_colour(),
-            size=alt.Size("importance:Q", scale=alt.Scale(domain=[0, 1], range=[60, 600]), legend=None),
-            tooltip=["content:N", "zone:N", "hops:Q", "id:N"],
+            color=alt.Color("community:N", title="Community") if facts else zone_colour(),
+            size=alt.Size("size:Q", scale=alt.Scale(domain=[0, 1], range=[60, 600]), legend=None),
+            tooltip=TOOLTIP,
         )
     )
     ring = (
@@ -164,14 +169,18 @@ def render(mem: StellarMemory, namespace: str, who: Principal) -> None:
     by_id = {x.id: x for x in candidates}
     centre = st.selectbox("Centre", list(by_id), format_func=lambda i: preview(by_id[i].content, 90))
     depth = st.slider("Hops", 1, 3, 2)
-    hood = neighbourhood(mem, namespace, centre, depth, max_nodes=80, who=who)
-    st.caption(
-        f"{len(hood.nodes)} memories, {len(hood.edges)} links"
-        + (" (stopped at 80 memories)" if hood.truncated else "")
+    hood = mem.graph.neighbourhood(
+        centre, depth=depth, limit=MAX_SHOWN - 1, namespace=namespace, principal=who
     )
-    if not hood.edges:
+    st.caption(
+        f"{len(hood.nodes)} memories, {len(hood.links)} links"
+        + (f" (stopped at {MAX_SHOWN} memories)" if hood.truncated else "")
+    )
+    if not hood.links:
         st.info("This memory has no links yet: `mem.link(a, b, kind=...)` adds them.")
-    st.altair_chart(chart(hood), width="content")
+    facts = namespace_analytics(mem, namespace, who)
+    st.altair_chart(chart(hood, facts), width="content")
+    st.caption("Colour: community in the namespace's graph (Louvain); size: PageRank (links weighted).")
     st.dataframe(
         pd.DataFrame(
             [
@@ -181,7 +190,7 @@ def render(mem: StellarMemory, namespace: str, who: Principal) -> None:
                     "weight": e.weight,
                     "to": preview(hood.nodes[e.target_id][0].content, 60),
                 }
-                for e in hood.edges
+                for e in hood.links
                 if e.source_id in hood.nodes and e.target_id in hood.nodes
             ],
             columns=["from", "kind", "weight", "to"],

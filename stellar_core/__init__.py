@@ -31,6 +31,7 @@ from stellar_core.errors import (
     TransientError,
     ValidationError,
 )
+from stellar_core.graph import Graph, Neighbourhood
 from stellar_core.memory import StellarMemory
 from stellar_core.models import (
     ChangeEvent,
@@ -115,12 +116,14 @@ __all__ = [
     "EncryptionError",
     "ForgetReport",
     "Grant",
+    "Graph",
     "ImportReport",
     "IngestResult",
     "KeyProvider",
     "KeyRing",
     "Link",
     "Memory",
+    "Neighbourhood",
     "NotFoundError",
     "Op",
     "OpenAIEmbedder",

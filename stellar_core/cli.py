@@ -16,6 +16,7 @@
     stellar --db notes.db mcp                       # an MCP server on stdio (for Claude, Cursor, ...)
     stellar --db notes.db mcp --transport http --port 8765   # at /mcp, every request with an API key
     stellar --db notes.db serve --port 8080         # the HTTP API (docs at /docs), until Ctrl-C
+    stellar --db notes.db graph centrality --limit 5  # and communities, path A B, export [FILE]
 
 Global options (``--db``, ``--namespace``, ``--agent``, ``--json``) go before or after the
 subcommand. Output is for people unless ``--json`` is given. Errors print ``error: ...`` on
@@ -216,6 +217,39 @@ def audit(mem: StellarMemory, args: argparse.Namespace) -> Any:
     return mem.security.audit(limit=args.limit)
 
 
+# --- graph analytics (decision 0031) ------------------------------------------------------------
+def graph(mem: StellarMemory, args: argparse.Namespace) -> Any:
+    given = list(args.args)
+    wanted = {"export": (0, 1), "centrality": (0, 0), "communities": (0, 0), "path": (2, 2)}[args.action]
+    if not wanted[0] <= len(given) <= wanted[1]:
+        usage = {"export": "at most one FILE", "path": "two memory ids", "centrality": "no arguments",
+                 "communities": "no arguments"}  # fmt: skip
+        raise ValidationError(f"graph {args.action} takes {usage[args.action]}")
+    if args.action == "export":
+        if not given or given[0] == "-":
+            return {"graphml": mem.graph.graphml()}
+        g = mem.graph.export_graphml(given[0])
+        return {"file": given[0], "namespace": g.graph["namespace"], "memories": g.number_of_nodes(),
+                "links": g.number_of_edges()}  # fmt: skip
+    if args.action == "centrality":
+        ranked = mem.graph.centrality(args.kind, limit=args.limit)
+        return [{"id": i, "score": v, "content": _preview(mem, i)} for i, v in ranked]
+    if args.action == "communities":
+        return [
+            {"community": n, "size": len(c), "ids": c}
+            for n, c in enumerate(mem.graph.communities(seed=args.seed))
+        ]
+    return [{"id": i, "content": _preview(mem, i)} for i in mem.graph.path(*given)]
+
+
+def _preview(mem: StellarMemory, memory_id: str) -> str:
+    """The start of a memory's content, for people ("" if it cannot be read here)."""
+    try:
+        return " ".join(mem.get(memory_id).content.split())[:80]
+    except StellarError:
+        return ""
+
+
 # --- sync between replicas (decision 0030) ----------------------------------------------------
 def sync(mem: StellarMemory, args: argparse.Namespace) -> Any:
     names = _namespaces(args)
@@ -341,6 +375,7 @@ COMMANDS: dict[str, Command] = {
     "sync": sync,
     "mcp": mcp,
     "serve": serve,
+    "graph": graph,
 }
 
 
@@ -399,6 +434,8 @@ def _human(command: str, out: Any) -> str:
             f"exported {out['memories']} memories and {out['links']} links "
             f"of namespace {out['namespace']} to {out['file']}"
         )
+    if command.startswith("graph "):
+        return _human_graph(command.removeprefix("graph "), out)
     if command.startswith("sync "):
         return _human_sync(command.removeprefix("sync "), out)
     if command in ("grants", "api-key", "key", "audit", "grant", "revoke"):
@@ -415,6 +452,24 @@ def _human(command: str, out: Any) -> str:
         f"imported {out['imported']} memories into namespace {out['namespace']} "
         f"({out['skipped']} skipped, {out['links']} links)"
     )
+
+
+def _human_graph(action: str, out: Any) -> str:
+    if action == "export":
+        if "file" not in out:
+            return str(out["graphml"])  # the GraphML itself
+        return (
+            f"exported {out['memories']} memories and {out['links']} links "
+            f"of namespace {out['namespace']} to {out['file']}"
+        )
+    if action == "centrality":
+        lines = [f"{n:>2}. {x['score']:.4f}  [{x['id']}]  {x['content']}" for n, x in enumerate(out, 1)]
+        return "\n".join(lines) or "no memories"
+    if action == "communities":
+        return "\n".join(
+            f"{c['community'] + 1:>2}. {c['size']} memories: {', '.join(c['ids'])}" for c in out
+        ) or ("no memories")
+    return "\n".join(f"{'->' if n else '  '} [{x['id']}]  {x['content']}" for n, x in enumerate(out))
 
 
 def _human_sync(action: str, out: Any) -> str:
@@ -675,6 +730,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", nargs="?", choices=["show", "verify", "prune"], default="show")
     p.add_argument("--limit", type=int, default=50)
 
+    p = add("graph", "graph analytics: export [FILE] (GraphML), centrality, communities, path ID ID")
+    p.add_argument("action", choices=["export", "centrality", "communities", "path"])
+    p.add_argument(
+        "args", nargs="*", metavar="FILE|ID", help="export: the file (default stdout); path: two ids"
+    )
+    p.add_argument("--kind", choices=["pagerank", "degree"], default="pagerank", help="centrality (pagerank)")
+    p.add_argument("--limit", type=int, default=20, help="centrality: how many (default 20)")
+    p.add_argument("--seed", type=int, default=0, help="communities: random seed (same seed, same answer)")
+
     about = (
         "sync with other replicas (STELLAR_SYNC_URL): run, status, conflicts, resolve, held, bootstrap, trim"
     )
@@ -731,7 +795,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc))
     except OSError as exc:
         return _fail(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc))
-    name = f"sync {args.action}" if args.command == "sync" else args.command
+    name = f"{args.command} {args.action}" if args.command in ("sync", "graph") else args.command
     print(json.dumps(out, indent=2, ensure_ascii=False, default=str) if args.json else _human(name, out))
     return 0
 

@@ -21,6 +21,7 @@ from stellar_core.clock import Clock
 from stellar_core.embeddings import Embedder
 from stellar_core.engine import Engine
 from stellar_core.errors import ValidationError
+from stellar_core.graph import Graph
 from stellar_core.lifecycle import forget_idle, reorbit
 from stellar_core.models import (
     ChangeEvent,
@@ -56,7 +57,8 @@ class StellarMemory:
     (the acting agent); both default to this instance's. ``keys`` supplies encryption keys
     (default: from the settings). ``security`` administers grants, API keys, encryption keys
     and the audit log; ``sync`` replicates with other databases through Redis (status,
-    conflicts, subscriptions); ``engine`` is for the jobs (connectors, dedup, summaries).
+    conflicts, subscriptions); ``graph`` analyses the links (centrality, communities, paths,
+    GraphML); ``engine`` is for the jobs (connectors, dedup, summaries).
     """
 
     def __init__(
@@ -79,6 +81,7 @@ class StellarMemory:
                              background=background, create=create, keys=keys)  # fmt: skip
         self.security = Security(self.engine)  # grants, API keys, encryption keys, the audit log
         self.sync = Sync(self.engine)  # this database as a replica: events to and from the others
+        self.graph = Graph(self.engine)  # the namespace's memories and links as a graph: analytics
         if s.sync_background:
             self.sync.start()
         self.settings = s

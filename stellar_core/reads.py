@@ -20,6 +20,7 @@ from stellar_core.store.schema import (
     changes,
     links,
     memories,
+    memory_tags,
     memory_vectors,
     meta,
     namespace_config,
@@ -153,3 +154,33 @@ def everything(conn: sa.Connection, ns: str) -> tuple[list[Memory], list[Link]]:
     ).all()
     ids = {x.id for x in found.values()}
     return list(found.values()), [Link(*r) for r in rows if r[0] in ids and r[1] in ids]
+
+
+def graph_rows(
+    conn: sa.Connection, ns: str
+) -> tuple[list[sa.Row[Any]], dict[str, list[str]], list[tuple[str, str, str, float, float]]]:
+    """The namespace's graph in three bulk reads: its live memories (the columns a graph node
+    carries), their tags by id, and the links between live memories of the namespace
+    (source, target, kind, weight, created_at). Links are found from their source memories
+    (the links' primary key starts with the source), so only this namespace is read."""
+    alive = live(ns)
+    rows = conn.execute(
+        sa.select(m.seq, m.id, m.content, m.encrypted, m.zone, m.importance, m.score, m.recall_count,
+                  m.created_at, m.thread).where(alive)
+    ).all()  # fmt: skip
+    nodes = sorted(rows, key=lambda r: r.seq)  # in the order stored (the namespace's index has none)
+    tags: dict[str, list[str]] = {}
+    tc = memory_tags.c
+    tagged = sa.select(m.id, tc.tag).join_from(memories, memory_tags, tc.memory_seq == m.seq)
+    for mid, tag in conn.execute(tagged.where(alive)).tuples():
+        tags.setdefault(mid, []).append(tag)
+    lc = links.c
+    out_edges = (
+        sa.select(lc.source_id, lc.target_id, lc.kind, lc.weight, lc.created_at)
+        .join_from(memories, links, lc.source_id == m.id)
+        .where(alive, lc.namespace == ns)
+        .order_by(lc.created_at, lc.source_id, lc.target_id, lc.kind)
+    )
+    ids = {r.id for r in nodes}
+    found = [(s, t, k, w, at) for s, t, k, w, at in conn.execute(out_edges).tuples() if t in ids]
+    return nodes, tags, found

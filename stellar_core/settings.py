@@ -233,7 +233,17 @@ class Settings(BaseSettings):
         default=0.04, ge=0, le=0.5, description="Largest relative boost for a just-accessed memory."
     )
     graph_decay: float = Field(
-        default=0.5, gt=0, lt=1, description="Graph neighbours score this share of their seed."
+        default=0.5,
+        gt=0,
+        lt=1,
+        description="Recall expansion: a linked memory scores this share (times the link's weight) "
+        "of the memory it was reached from, hop after hop.",
+    )
+    graph_floor: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="Recall expansion spreads over links while a memory's score stays at or above this.",
     )
     hnsw_min_rows: int = Field(
         default=20_000,

@@ -291,10 +291,11 @@ def test_graph_shows_the_neighbourhood_out_to_the_chosen_hops(seeded: StellarMem
     at.selectbox[0].set_value(rota.id).run()
     assert at.caption[0].value == "3 memories, 2 links"
     assert set(at.dataframe[0].value["kind"]) == {"related", "supports"}
+    assert "Colour: community" in at.caption[1].value
     at.slider[0].set_value(1).run()
     assert at.caption[0].value == "2 memories, 1 links"
 
-    hood = graph.neighbourhood(seeded, seeded.namespace, rota.id, depth=3, max_nodes=10)
+    hood = seeded.graph.neighbourhood(rota.id, depth=3, limit=10)
     at = graph.layout(hood)  # the chain rota -> backup -> Skarvik: one ray out of the centre
     (middle, first, second) = (at[i] for i in hood.nodes)
     assert (
@@ -303,8 +304,19 @@ def test_graph_shows_the_neighbourhood_out_to_the_chosen_hops(seeded: StellarMem
         and math.hypot(*second) == pytest.approx(2)
     )
     assert math.atan2(*first) == pytest.approx(math.atan2(*second))
-    capped = graph.neighbourhood(seeded, seeded.namespace, rota.id, depth=3, max_nodes=2)
+    capped = seeded.graph.neighbourhood(rota.id, depth=3, limit=1)
     assert len(capped.nodes) == 2 and capped.truncated
+
+    # Colour by community, size by PageRank, of the namespace's whole graph.
+    facts = graph.namespace_analytics(seeded, seeded.namespace, seeded.principal)
+    assert set(facts.community) == {x.id for x in seeded.memories(limit=100)}
+    assert len({facts.community[i] for i in hood.nodes}) == 1  # the linked chain: one community
+    spec = graph.chart(hood, facts).to_dict()
+    rows = next(d for d in spec["datasets"].values() if d and "community" in d[0])
+    assert {r["community"] for r in rows} == {"#1"} and max(r["size"] for r in rows) == 1.0
+    best = max(hood.nodes, key=lambda i: facts.rank[i])
+    assert next(r for r in rows if r["id"] == best)["size"] == 1.0
+    assert any(layer["encoding"].get("color", {}).get("field") == "community" for layer in spec["layer"])
 
 
 def test_flow_runs_come_from_the_prefect_api(seeded: StellarMemory, prefect_api: str) -> None:

@@ -39,7 +39,7 @@ def test_public_api_is_sorted_and_complete() -> None:
 
 def test_importing_stellar_core_does_not_load_the_jobs_libraries() -> None:
     """An agent that only stores and recalls does not pay for the connectors or torch."""
-    heavy = ("trafilatura", "watchdog", "torch", "faiss")
+    heavy = ("trafilatura", "watchdog", "torch", "faiss", "networkx")
     code = f"import sys, stellar_core; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr

@@ -129,6 +129,44 @@ def test_every_verb_end_to_end(serve: Callable[..., Api]) -> None:
     assert {e.agent for e in api.mem.events(limit=100, namespace="ops")} == {"alice"}
 
 
+def test_graph_endpoints(serve: Callable[..., Api]) -> None:
+    api = serve()
+    a, b, c, lone = api.mem.store_many(
+        ["Ines owns the rota", "The rota changes on Mondays", "Mondays start at 08:00", "Lunch is at noon"],
+        namespace="ops",
+    )
+    api.mem.link(a.id, b.id, kind="supports", weight=0.6, namespace="ops")
+    api.mem.link(b.id, c.id, namespace="ops")
+    ns = "/v1/namespaces/ops"
+    with api.client() as client:
+        hood = client.get(f"{ns}/memories/{a.id}/neighbourhood", params={"depth": 2}).json()
+        assert {m["id"]: m["hops"] for m in hood["memories"]} == {b.id: 1, c.id: 2} and len(
+            hood["links"]
+        ) == 2
+        one = client.get(f"{ns}/memories/{a.id}/neighbourhood", params={"depth": 2, "limit": 1}).json()
+        assert [m["id"] for m in one["memories"]] == [b.id] and one["truncated"]
+        ranking = client.get(f"{ns}/graph/centrality", params={"kind": "degree", "limit": 1}).json()[
+            "ranking"
+        ]
+        assert ranking == [{"id": b.id, "score": pytest.approx(2 / 3)}]
+        groups = client.get(f"{ns}/graph/communities").json()["communities"]
+        assert sorted(map(sorted, groups)) == sorted([sorted([a.id, b.id, c.id]), [lone.id]])
+        assert client.get(f"{ns}/graph/path", params={"source": c.id, "target": a.id}).json() == {
+            "path": [c.id, b.id, a.id]
+        }
+        problem(client.get(f"{ns}/graph/path", params={"source": a.id, "target": lone.id}), 404)
+        problem(client.get(f"{ns}/graph/centrality", params={"kind": "closeness"}), 422)
+        exported = client.get(f"{ns}/graph")
+        assert exported.headers["content-type"].startswith("application/graphml+xml")
+    import io
+
+    import networkx as nx
+
+    g = nx.read_graphml(io.BytesIO(exported.content))
+    assert set(g.nodes) == {a.id, b.id, c.id, lone.id} and g.nodes[a.id]["content"] == "Ines owns the rota"
+    assert g.number_of_edges() == 2
+
+
 def test_api_keys(serve: Callable[..., Api]) -> None:
     api = serve(Settings(grants_refresh_seconds=0.3))
     ns = "/v1/namespaces/ops/memories"

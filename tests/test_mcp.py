@@ -32,7 +32,8 @@ from tests.sites import Site, reply
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = {
     "memory_store", "memory_recall", "memory_get", "memory_update", "memory_forget", "memory_link",
-    "memory_links", "memory_stats", "memory_sync_status", "memory_ingest_url",
+    "memory_links", "memory_stats", "memory_sync_status", "memory_ingest_url", "memory_graph_central",
+    "memory_graph_communities", "memory_graph_path",
 }  # fmt: skip
 SECURE = Settings(access_control=True, admins=["root"], audit_log=True, web_allow_hosts=["127.0.0.1"])
 
@@ -129,10 +130,20 @@ def test_stdio_tools_round_trip_resources_and_errors(tmp_path: Path) -> None:
             far = data(await s.call_tool("memory_links", {"memory_id": a["id"], "depth": 2}))
             assert {m["id"]: m["hops"] for m in far["memories"]} == {b["id"]: 1, c["id"]: 2}
             assert not far["truncated"]
+            central = data(await s.call_tool("memory_graph_central", {"kind": "degree", "limit": 1}))[
+                "memories"
+            ]
+            assert [m["id"] for m in central] == [b["id"]] and central[0]["centrality"] > 0  # the middle one
+            groups = data(await s.call_tool("memory_graph_communities", {}))
+            assert groups["total"] == 1 and sorted(groups["communities"][0]["memory_ids"]) == sorted(
+                [a["id"], b["id"], c["id"]]
+            )
+            chain = data(await s.call_tool("memory_graph_path", {"source_id": c["id"], "target_id": a["id"]}))
+            assert [m["id"] for m in chain["path"]] == [c["id"], b["id"], a["id"]]
             stats = data(await s.call_tool("memory_stats", {}))
             assert (stats["memories"], stats["links"]) == (3, 2) and sum(stats["zones"].values()) == 3
             sync = data(await s.call_tool("memory_sync_status", {}))
-            assert sync["configured"] is False and "not configured" in sync["message"]
+            assert sync["configured"] is False and "not configured" in sync["detail"]
             gone = data(await s.call_tool("memory_forget", {"memory_id": c["id"]}))
             assert gone["id"] == c["id"]
             assert "NotFoundError" in error(await s.call_tool("memory_get", {"memory_id": c["id"]}))
@@ -273,10 +284,10 @@ def test_sync_status_with_sync_configured(open_memory: Callable[..., StellarMemo
         before = run(main)
         mem.sync.publish_all()
         after = run(main)
-    assert before["configured"] is True and "message" not in before
-    [status] = before["status"]
+    assert before["configured"] is True and before["detail"] == ""
+    status = before["status"]
     assert status["connected"] is True and status["unpublished"] == 1 and status["namespace"] == "default"
-    assert after["status"][0]["unpublished"] == 0 and after["status"][0]["stream_length"] == 1
+    assert after["status"]["unpublished"] == 0 and after["status"]["stream_length"] == 1
 
 
 def test_served_beside_the_http_api_as_stellar_serve_does(mem: StellarMemory) -> None:

@@ -17,6 +17,7 @@ Deterministic: it reads plans, it times nothing.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Iterator
@@ -42,12 +43,14 @@ class Plans:
 
     full_scans: list[tuple[str, str]] = field(default_factory=list)  # (statement, plan line)
     explained: int = 0
+    statements: list[str] = field(default_factory=list)
     capturing: bool = False
 
 
 @contextmanager
-def captured(mem: StellarMemory) -> Iterator[Plans]:
-    """Explain every statement ``mem`` runs while the block runs."""
+def captured(mem: StellarMemory, watched: tuple[str, ...] = WATCHED) -> Iterator[Plans]:
+    """Explain every statement ``mem`` runs while the block runs; a full scan of a table in
+    ``watched`` is noted."""
     plans = Plans()
     engine = mem.engine.db.engine
     postgres = engine.dialect.name == "postgresql"
@@ -67,8 +70,9 @@ def captured(mem: StellarMemory) -> Iterator[Plans]:
         finally:
             raw.close()
         plans.explained += 1
+        plans.statements.append(statement)
         for line in lines:
-            if _full_scan(line):
+            if _full_scan(line, watched):
                 plans.full_scans.append((statement, line))
 
     sa.event.listen(engine, "before_cursor_execute", explain)
@@ -99,8 +103,8 @@ def _postgres_plan(raw: Any, statement: str, params: Any) -> list[str]:
     return lines
 
 
-def _full_scan(line: str) -> bool:
-    for table in WATCHED:
+def _full_scan(line: str, watched: tuple[str, ...] = WATCHED) -> bool:
+    for table in watched:
         # SQLite: "SCAN memories" / "SCAN memories USING COVERING INDEX ..." (a whole index
         # walked is a scan too); an alias ("SCAN m") is named by its table in our SQL.
         if re.match(rf"^SCAN {table}\b", line):
@@ -160,4 +164,23 @@ def test_hot_statements_use_indexes(open_memory, clock) -> None:
         mem.events(after=10, limit=10)
 
     assert plans.explained > 40  # the capture saw the paths, not nothing
+    assert not plans.full_scans, "\n".join(f"{line}\n    in: {sql[:300]}" for sql, line in plans.full_scans)
+
+    # Graph: recall's spreading activation (a query per hop) follows the links' keys, never
+    # reads every link; the graph's bulk read finds the namespace's memories by its index.
+    live_ids = sorted(x.id for x in mem.memories(limit=2000))
+    with mem.engine.writing("link") as tx:  # a chain through the namespace: expansion walks hops
+        for a, b in itertools.pairwise(live_ids):
+            tx.link(a, b, "next", 1.0)
+    with mem.engine.db.write() as conn:
+        mem.engine.db.dialect.refresh_statistics(conn)
+    with captured(mem, (*WATCHED, "links")) as plans:
+        mem.recall("who owns the rota of week 12?", k=8, expand=True)
+    hops = [sql for sql in plans.statements if "JOIN memories AS far" in sql]
+    assert len(hops) >= 2  # the expansion walked more than one hop
+    assert not plans.full_scans, "\n".join(f"{line}\n    in: {sql[:300]}" for sql, line in plans.full_scans)
+    with captured(mem) as plans:
+        mem.graph.load()
+        mem.graph.centrality()
+    assert plans.explained >= 6
     assert not plans.full_scans, "\n".join(f"{line}\n    in: {sql[:300]}" for sql, line in plans.full_scans)

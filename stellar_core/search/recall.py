@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -15,13 +15,15 @@ from stellar_core.clock import DAY
 from stellar_core.models import Memory, Zone
 from stellar_core.search import fusion
 from stellar_core.search.lexical import query_terms
+from stellar_core.search.spread import spread
 from stellar_core.settings import Settings
-from stellar_core.store.dialect import Dialect, in_json_list, json_list
+from stellar_core.store.dialect import Dialect, in_json_list, json_list, json_texts
 from stellar_core.store.records import fetch, fetch_seqs, live, m
-from stellar_core.store.schema import links, memory_tags
+from stellar_core.store.schema import links, memories, memory_tags
 from stellar_core.store.vectors import VectorSearch
 
 RECENCY_HALF_LIFE_DAYS = 7.0
+EXPAND_MAX = 200  # memories a recall's graph expansion reaches at most
 # Runs lexical arms beside the vector arms of recalls in any number of threads; a recall
 # waiting for a free worker still finishes: workers wait on nothing but their own pool.
 _LEXICAL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="stellar-lexical")
@@ -188,32 +190,52 @@ def _expand(
     k: int,
     s: Settings,
 ) -> list[int]:
-    """Add linked memories of the seeds, each scored below the seed that brought it
-    (fetched into ``rows``)."""
-    seed_of = {rows[seq].id: seq for seq in seeds}
-    lc = links.c
-    edges = conn.execute(
-        sa.select(lc.source_id, lc.target_id, lc.weight).where(
-            lc.namespace == namespace,
-            sa.or_(lc.source_id.in_(seed_of), lc.target_id.in_(seed_of)),
-        )
-    ).all()
-    best: dict[str, float] = {}
-    for src, dst, weight in edges:
-        seed, other = (src, dst) if src in seed_of else (dst, src)
-        score = cands[seed_of[seed]].relevance * s.graph_decay * min(1.0, weight)
-        best[other] = max(best.get(other, 0.0), score)
+    """Spreading activation from the seeds over their links, either way (fetched into
+    ``rows``; the best ``k`` of seeds and reached memories returned).
+
+    A seed's activation is its relevance; a memory reached over a link gets the activation
+    of the one it was reached from times ``graph_decay`` times the link's weight (at most 1),
+    and passes it on, hop after hop, while it stays at or above ``graph_floor`` (``spread``).
+    A memory (a weak seed too) keeps the best that reaches it, so it scores below every
+    memory on its way from a seed. At most ``EXPAND_MAX`` memories are raised; one indexed
+    query per hop.
+    """
+
+    def around(ids: Collection[str]) -> list[tuple[str, str, float]]:
+        return [(a, b, w) for a, b, w in conn.execute(_AROUND, {"ns": namespace, "ids": json_texts(ids)})]
+
+    active = {rows[q].id: cands[q].relevance for q in seeds}
+    best = spread(active, around, s.graph_decay, s.graph_floor, EXPAND_MAX)
     if not best:
         return seeds
     q: Any = live(namespace) & m.id.in_(best)
     if where is not None:
         q = q & where
     for seq, x in fetch(conn, q).items():
-        if seq in seeds:
-            continue
-        rows.setdefault(seq, x)
+        rows.setdefault(seq, x)  # a seed raised is there already
         c = cands.setdefault(seq, Candidate(0.0))
         c.relevance = max(c.relevance, best[x.id])
         c.via.add("graph")
     pool = set(seeds) | {seq for seq, c in cands.items() if "graph" in c.via}
     return sorted(pool, key=lambda q: -cands[q].relevance)[:k]
+
+
+def _around() -> sa.CompoundSelect[Any]:
+    """(from, to, weight) of the links of a set of memories (``ids``, a JSON list), either
+    way, to live memories of the namespace: along the links' primary key (source first) and
+    their target index, each far end looked up by its id."""
+    lc = links.c
+    far = memories.alias("far")
+
+    def arm(near: sa.ColumnElement[str], other: sa.ColumnElement[str]) -> sa.Select[Any]:
+        alive = sa.and_(far.c.id == other, far.c.namespace == sa.bindparam("ns"), far.c.deleted_at.is_(None))
+        return (
+            sa.select(near, other, lc.weight)
+            .join(far, alive)
+            .where(in_json_list(near, "ids", texts=True), lc.namespace == sa.bindparam("ns"))
+        )
+
+    return sa.union_all(arm(lc.source_id, lc.target_id), arm(lc.target_id, lc.source_id))
+
+
+_AROUND = _around()

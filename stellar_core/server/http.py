@@ -17,9 +17,9 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import APIRouter, FastAPI, Query, Request, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
@@ -45,6 +45,7 @@ except PackageNotFoundError:  # a source tree that was never installed
     VERSION = "0"
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 NS = "/v1/namespaces/{ns}"
+GRAPHML = "application/graphml+xml"
 
 DESCRIPTION = """Shared long-term memory for AI agents, over HTTP.
 
@@ -226,14 +227,55 @@ def _routes(mem: StellarMemory) -> APIRouter:
 
     @r.get(NS + "/sync", tags=["namespaces"], summary="memory_sync_status: this database as a replica")
     def sync_status(ns: str, who: Caller) -> dict[str, Any]:
-        found = mem.sync.status(ns, principal=who)
-        configured = mem.sync.configured
-        detail = "" if configured else "sync is not configured here (STELLAR_SYNC_URL): no other replica"
-        return {
-            "configured": configured,
-            "detail": detail,
-            "status": shapes.report(found[0]) if found else None,
-        }
+        return shapes.sync_status(ns, mem.sync.configured, mem.sync.status(ns, principal=who))
+
+    @r.get(NS + "/memories/{memory_id}/neighbourhood", tags=["graph"], summary="The memories within N hops")
+    def neighbourhood(
+        ns: str,
+        memory_id: str,
+        who: Caller,
+        depth: Annotated[int, Query(ge=1, le=5, description="Hops to follow.")] = 1,
+        limit: Annotated[int, Query(ge=1, le=PAGE, description="Memories to reach at most.")] = 50,
+        direction: Annotated[Direction, Query(description="Follow links from, to, or both.")] = "both",
+        kind: Annotated[str | None, Query(max_length=64, description="Only links of this kind.")] = None,
+    ) -> dict[str, Any]:
+        hood = mem.graph.neighbourhood(memory_id, depth=depth, limit=limit, direction=direction, kind=kind,
+                                       namespace=ns, principal=who)  # fmt: skip
+        return shapes.neighbourhood(hood)
+
+    @r.get(NS + "/graph", tags=["graph"], summary="The namespace's memories and links as GraphML",
+           response_class=Response, responses={200: {"content": {GRAPHML: {}}}})  # fmt: skip
+    def graphml(ns: str, who: Caller) -> Response:
+        return Response(mem.graph.graphml(namespace=ns, principal=who), media_type=GRAPHML)
+
+    @r.get(NS + "/graph/centrality", tags=["graph"], summary="The most central memories, best first")
+    def centrality(
+        ns: str,
+        who: Caller,
+        kind: Annotated[
+            Literal["pagerank", "degree"], Query(description="PageRank (weighted) or degree.")
+        ] = ("pagerank"),
+        limit: Annotated[int, Query(ge=1, le=PAGE)] = 20,
+    ) -> dict[str, Any]:
+        ranked = mem.graph.centrality(kind, limit=limit, namespace=ns, principal=who)
+        return {"kind": kind, "ranking": [{"id": i, "score": v} for i, v in ranked]}
+
+    @r.get(NS + "/graph/communities", tags=["graph"], summary="Groups of densely linked memories (Louvain)")
+    def communities(
+        ns: str,
+        who: Caller,
+        seed: Annotated[int, Query(ge=0, le=2**32 - 1, description="Same seed, same answer.")] = 0,
+    ) -> dict[str, Any]:
+        return {"communities": mem.graph.communities(seed=seed, namespace=ns, principal=who)}
+
+    @r.get(NS + "/graph/path", tags=["graph"], summary="The shortest chain of links between two memories")
+    def path(
+        ns: str,
+        who: Caller,
+        source: Annotated[str, Query(min_length=1, max_length=64, description="The first memory's id.")],
+        target: Annotated[str, Query(min_length=1, max_length=64, description="The last memory's id.")],
+    ) -> dict[str, Any]:
+        return {"path": mem.graph.path(source, target, namespace=ns, principal=who)}
 
     @r.post(NS + "/ingest/url", tags=["ingest"], status_code=201, summary="Fetch a web page and store it")
     def ingest(ns: str, page: IngestUrlRequest, who: Caller) -> dict[str, Any]:

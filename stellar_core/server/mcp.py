@@ -70,7 +70,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from stellar_core.errors import NotFoundError, PermissionDenied, StellarError
+from stellar_core.errors import PermissionDenied, StellarError
 from stellar_core.memory import StellarMemory
 from stellar_core.models import Principal
 from stellar_core.security import keys
@@ -342,7 +342,9 @@ def _memory_tools(server: MCPServer[Any], mem: StellarMemory) -> None:
         that many hops (at most ``limit``). Use it to explore what is connected to a memory.
         Returns ``links`` (source_id, target_id, kind, weight) and ``memories`` reached, each
         with its distance in ``hops``; ``truncated`` if the limit cut the walk short."""
-        return _neighbourhood(mem, memory_id, direction, kind, depth, limit, namespace)
+        hood = mem.graph.neighbourhood(memory_id, depth=depth, limit=limit, direction=direction, kind=kind,
+                                       namespace=namespace, principal=acting())  # fmt: skip
+        return {**shapes.neighbourhood(hood), "depth": depth}
 
     @server.tool(annotations=READS)
     def memory_stats(namespace: Namespace = None) -> dict[str, Any]:
@@ -355,13 +357,8 @@ def _memory_tools(server: MCPServer[Any], mem: StellarMemory) -> None:
         """How far this memory's replication with other replicas is (through Redis): changes not
         yet published, events not yet applied, lag, open conflicts. Use it to know whether
         other agents' latest memories have arrived. Without sync configured, says so."""
-        ns = namespace or ns_default
-        statuses = [shapes.report(s) for s in mem.sync.status(ns, principal=acting())]
-        out: dict[str, Any] = {"namespace": ns, "configured": mem.sync.configured, "status": statuses}
-        if not mem.sync.configured:
-            out["message"] = ("sync is not configured on this server (no STELLAR_SYNC_URL): this memory "
-                              "is not replicated, every change stays local")  # fmt: skip
-        return out
+        ns = namespace or mem.namespace
+        return shapes.sync_status(ns, mem.sync.configured, mem.sync.status(ns, principal=acting()))
 
     @server.tool(annotations=FETCHES)
     def memory_ingest_url(
@@ -386,46 +383,53 @@ def _memory_tools(server: MCPServer[Any], mem: StellarMemory) -> None:
         return ingest_url(mem, url, namespace=namespace, importance=importance, principal=acting()).to_dict()
 
 
-def _neighbourhood(
-    mem: StellarMemory, start: str, direction: str, kind: str | None, depth: int, limit: int, ns: str | None
-) -> dict[str, Any]:
-    """Breadth-first over links from ``start``, at most ``depth`` hops and ``limit`` memories."""
-    who = acting()
-    mem.get(start, namespace=ns, principal=who)  # absent or forgotten: NotFoundError
-    hops, links, frontier, truncated = {start: 0}, dict[tuple[str, str, str], Any](), [start], False
-    for hop in range(1, depth + 1):
-        following: list[str] = []
-        for node in frontier:
-            try:
-                around = mem.links(node, direction=direction, kind=kind, namespace=ns, principal=who)
-            except NotFoundError:  # a neighbour forgotten meanwhile
-                continue
-            for link in around:
-                links[(link.source_id, link.target_id, link.kind)] = shapes.report(link)
-                for other in (link.source_id, link.target_id):
-                    if other in hops:
-                        continue
-                    if len(hops) > limit:
-                        truncated = True
-                        continue
-                    hops[other] = hop
-                    following.append(other)
-        frontier = following
-    reached = []
-    for memory_id, hop in sorted(hops.items(), key=lambda x: x[1]):
-        if hop == 0:
-            continue
-        try:
-            found = mem.get(memory_id, namespace=ns, principal=who)
-        except NotFoundError:
-            continue
-        reached.append({"id": memory_id, "hops": hop, "content": found.content, "zone": found.zone.value,
-                        "tags": list(found.tags)})  # fmt: skip
-    return {"memory_id": start, "depth": depth, "links": list(links.values()), "memories": reached,
-            "truncated": truncated}  # fmt: skip
+def _graph_tools(server: MCPServer[Any], mem: StellarMemory) -> None:
+    """The namespace's link graph: the most central memories, communities, paths."""
+
+    @server.tool(annotations=READS)
+    def memory_graph_central(
+        kind: Annotated[
+            Literal["pagerank", "degree"],
+            Field(description="pagerank (links weighted by their weight) or degree (links in and out)."),
+        ] = "pagerank",
+        limit: Annotated[int, Field(description="How many memories.", ge=1, le=MAX_K)] = 10,
+        namespace: Namespace = None,
+    ) -> dict[str, Any]:
+        """The most central memories of the namespace's link graph, best first: the hubs that
+        much else links to. Use it for an overview of what matters most. Returns ``memories``
+        with their ``centrality`` score."""
+        who = acting()
+        ranked = mem.graph.centrality(kind, limit=limit, namespace=namespace, principal=who)
+        found = [(mem.get(i, namespace=namespace, principal=who), score) for i, score in ranked]
+        return {"kind": kind, "memories": [{**shapes.memory(x), "centrality": v} for x, v in found]}
+
+    @server.tool(annotations=READS)
+    def memory_graph_communities(
+        limit: Annotated[
+            int, Field(description="How many communities (largest first).", ge=1, le=MAX_K)
+        ] = 10,
+        namespace: Namespace = None,
+    ) -> dict[str, Any]:
+        """Groups of densely linked memories (Louvain), largest first, each as its memory ids.
+        Use it to see the topics the memory holds; memory_get reads a member."""
+        groups = mem.graph.communities(namespace=namespace, principal=acting())
+        return {
+            "communities": [{"size": len(g), "memory_ids": g} for g in groups[:limit]],
+            "total": len(groups),
+        }
+
+    @server.tool(annotations=READS)
+    def memory_graph_path(
+        source_id: MemoryId, target_id: MemoryId, namespace: Namespace = None
+    ) -> dict[str, Any]:
+        """The shortest chain of links (followed either way) from one memory to another, both
+        ends included: how two facts are connected. NotFoundError if none joins them."""
+        who = acting()
+        chain = mem.graph.path(source_id, target_id, namespace=namespace, principal=who)
+        return {"path": [shapes.memory(mem.get(i, namespace=namespace, principal=who)) for i in chain]}
 
 
-TOOLSETS: list[Toolset] = [_memory_tools]  # a set of tools is a function (server, mem) -> None
+TOOLSETS: list[Toolset] = [_memory_tools, _graph_tools]  # a set of tools is a function (server, mem) -> None
 
 
 # --- the resources ------------------------------------------------------------------------

@@ -7,7 +7,8 @@ import enum
 from dataclasses import asdict, fields, is_dataclass
 from typing import Any
 
-from stellar_core.models import ChangeEvent, Memory, RecallHit
+from stellar_core.graph import Neighbourhood
+from stellar_core.models import ChangeEvent, Memory, RecallHit, SyncStatus
 from stellar_core.snippets import snippet
 
 
@@ -26,6 +27,25 @@ def hit(h: RecallHit, query: str) -> dict[str, Any]:
 def event(e: ChangeEvent) -> dict[str, Any]:
     """A change event (its ``seq`` is 0 when it came from another replica's stream)."""
     return {**asdict(e), "op": e.op.value}
+
+
+def neighbourhood(h: Neighbourhood) -> dict[str, Any]:
+    """The memories around one (each with ``hops`` from it, nearest first) and their links."""
+    return {
+        "memory_id": h.centre,
+        "memories": [{**memory(x), "hops": hops} for x, hops in h.nodes.values() if x.id != h.centre],
+        "links": [report(e) for e in h.links],
+        "truncated": h.truncated,
+    }
+
+
+def sync_status(namespace: str, configured: bool, found: list[SyncStatus]) -> dict[str, Any]:
+    """``memory_sync_status``: how far this database, as a replica, is with a namespace."""
+    detail = (
+        "" if configured else "sync is not configured here (no STELLAR_SYNC_URL): every change stays local"
+    )
+    return {"namespace": namespace, "configured": configured, "detail": detail,
+            "status": report(found[0]) if found else None}  # fmt: skip
 
 
 def plain(value: Any) -> Any:
