@@ -19,8 +19,9 @@ its query in both columns; a SQLite store in a temporary directory):
    return to the last event.
 
 The server is ``stellar serve``'s app on uvicorn in a process of its own; the clients share
-this process (and the machine's cores) with the in-process memory. The MCP server (a
-colleague's) is to be measured the same way: its column is printed as "-" until then.
+this process (and the machine's cores) with the in-process memory. The MCP server, served at
+``/mcp`` of the same app, is measured the same way by ``benchmarks.bench_mcp`` (its SDK client
+is async and brings its own loop).
 """
 
 from __future__ import annotations
@@ -192,9 +193,9 @@ def main() -> None:
                             remote.append(time.perf_counter() - t)
             lp, hp = percentiles_ms(local), percentiles_ms(remote)
             print(f"\nrecall latency, {a.memories} memories, {a.queries} queries (ms)")
-            print(f"{'':>14} {'in-process':>11} {'HTTP':>9} {'added':>9} {'MCP':>9}")
+            print(f"{'':>14} {'in-process':>11} {'HTTP':>9} {'added':>9}")
             for i, name in enumerate(("p50", "p95", "mean")):
-                print(f"{name:>14} {lp[i]:>11.1f} {hp[i]:>9.1f} {hp[i] - lp[i]:>9.1f} {'-':>9}")
+                print(f"{name:>14} {lp[i]:>11.1f} {hp[i]:>9.1f} {hp[i] - lp[i]:>9.1f}")
 
             recall_rps = rate(url, key, a.clients, a.seconds,
                               lambda i: f"/v1/namespaces/{NS}/recall?q={asked[i % len(asked)]}"
@@ -203,8 +204,8 @@ def main() -> None:
                 url, key, a.clients, a.seconds, lambda i: f"/v1/namespaces/{NS}/memories/{ids[i % len(ids)]}"
             )
             print(f"\nrequests/s, {a.clients} concurrent clients, {a.seconds:.0f} s each")
-            print(f"{'recall':>14} {recall_rps:>11.0f}   (MCP: -)")
-            print(f"{'get':>14} {get_rps:>11.0f}   (MCP: -)")
+            print(f"{'recall':>14} {recall_rps:>11.0f}")
+            print(f"{'get':>14} {get_rps:>11.0f}")
 
             out: dict[str, Any] = {}
             ready = [threading.Event(), threading.Event()]
