@@ -328,7 +328,8 @@ def writer_main(
 
 
 def _publish_loop(mem: StellarMemory, halt: threading.Event) -> None:
-    committed = mem.engine.committed
+    committed = threading.Event()
+    mem.engine.on_commit(lambda _: committed.set())
     while not halt.is_set():
         committed.wait(1.0)
         committed.clear()

@@ -115,7 +115,6 @@ class Engine:
             settings.encryption_primary_key,
         )
         self.cipher = Cipher(ring, settings.encryption_strict) if ring is not None else None
-        self.committed = threading.Event()  # set after each write: sync's publisher wakes up
         self._commit_hooks: list[Callable[[str], None]] = []  # told each write's namespace (on_commit)
         # With sync on, each flush of recall statistics also logs this replica's counts.
         self._recalls = RecallLog(self.db, self._recalled, self._log_recalls if settings.sync_url else None)
@@ -218,7 +217,6 @@ class Engine:
             self.cache.invalidate(ns, tx.touched)
         if tx.added:
             self.db.added(tx.added)
-        self.committed.set()
         for hook in tuple(self._commit_hooks):
             hook(ns)
         self.record(who, action, ns, [*tx.stored, *tx.touched], "allowed")
@@ -226,9 +224,9 @@ class Engine:
             self._purged.set()
 
     def on_commit(self, hook: Callable[[str], None]) -> Callable[[], None]:
-        """Call ``hook(namespace)`` after each write commits (followers of the change log wake
-        up; ``committed`` is the sync publisher's own); returns what removes it. It runs in the
-        writer's thread: it must be quick and must not raise."""
+        """Call ``hook(namespace)`` after each write commits (sync's publisher and the event
+        stream wake up); returns what removes it. It runs in the writer's thread: it must be
+        quick and must not raise."""
         self._commit_hooks.append(hook)
 
         def remove() -> None:

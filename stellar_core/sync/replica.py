@@ -67,6 +67,8 @@ class Sync:
         self._streams: Streams | None = None
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
+        self._committed = threading.Event()  # a write committed here: the publisher wakes
+        self._unhook: Callable[[], None] = lambda: None
         self._publishing = threading.Lock()
         self._named: tuple[float, list[str]] = (-CHECK_SECONDS, [])
         # namespace -> when its group, its trim point and dead consumers were last looked at
@@ -344,6 +346,7 @@ class Sync:
             return
         self.streams  # noqa: B018  (fails now if sync is not configured)
         self._stop.clear()
+        self._unhook = self.engine.on_commit(lambda _: self._committed.set())
         self._threads = [
             threading.Thread(target=self._loop, args=(step,), name=f"stellar-sync-{name}", daemon=True)
             for name, step in (("publish", self._publish_step), ("apply", self._pull_step))
@@ -353,7 +356,8 @@ class Sync:
 
     def stop(self) -> None:
         self._stop.set()
-        self.engine.committed.set()
+        self._unhook()
+        self._committed.set()
         for t in self._threads:
             t.join(timeout=10)
         self._threads = []
@@ -367,9 +371,8 @@ class Sync:
             log.warning("sync: %s; the changes stay in the outbox", exc)
 
     def _publish_step(self) -> None:
-        committed = self.engine.committed
-        committed.wait(1.0)
-        committed.clear()
+        self._committed.wait(1.0)
+        self._committed.clear()
         while self.publish() and not self._stop.is_set():
             pass
 
