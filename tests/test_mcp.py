@@ -185,7 +185,9 @@ def test_http_requests_need_a_valid_api_key(secure: StellarMemory, endpoint: str
     headers = {"Accept": "application/json, text/event-stream"}
     assert httpx.post(endpoint, json=body, headers=headers).status_code == 401
     bad = httpx.post(endpoint, json=body, headers={**headers, "Authorization": "Bearer stk_nope_nope"})
-    assert bad.status_code == 401 and bad.json()["error"] == "unauthorized"
+    assert bad.status_code == 401 and bad.headers["content-type"] == "application/problem+json"
+    assert bad.json()["status"] == 401 and "not valid" in bad.json()["detail"]
+    assert bad.headers["www-authenticate"].startswith("Bearer")
     key = secure.security.create_api_key("bob")
     secure.security.revoke_api_key(key.split("_")[1])
     assert httpx.post(endpoint, json=body, headers={**headers, "X-API-Key": key}).status_code == 401

@@ -66,7 +66,6 @@ from mcp.types import INVALID_PARAMS, CallToolResult, InputRequiredResult, TextC
 from pydantic import Field
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
-from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -74,7 +73,7 @@ from stellar_core.errors import PermissionDenied, StellarError
 from stellar_core.memory import StellarMemory
 from stellar_core.models import Principal
 from stellar_core.security import keys
-from stellar_core.server import access, shapes
+from stellar_core.server import access, problems, shapes
 from stellar_core.server.problems import Unauthorized
 from stellar_core.validation import MAX_LINK_KIND, MAX_MEMORY_ID, MAX_SOURCE_URL, MAX_TAG, MAX_THREAD
 
@@ -510,7 +509,10 @@ class McpHttpApp:
             if who is None:  # the database is asked: not on the event loop
                 who = await anyio.to_thread.run_sync(self.keys.principal, key)
         except Unauthorized as exc:
-            await _unauthorised(str(exc.detail))(scope, receive, send)
+            # the HTTP API's problem details, and the same WWW-Authenticate challenge
+            await problems.problem(401, str(exc.detail), conn.url.path, headers=dict(exc.headers or {}))(
+                scope, receive, send
+            )
             return
         token = AccessToken(token=keys.parse(key)[0], client_id=who.id, scopes=[])  # the key's id, not secret
         scope = {**scope, SCOPE_KEY: who, "user": AuthenticatedUser(token)}  # the SDK binds sessions to it
@@ -547,11 +549,6 @@ def serve_http(mem: StellarMemory, host: str = "127.0.0.1", port: int = 8765) ->
     import uvicorn
 
     uvicorn.run(mcp_http_app(mem, host=host).starlette(), host=host, port=port, log_level="warning")
-
-
-def _unauthorised(why: str) -> JSONResponse:
-    return JSONResponse({"error": "unauthorized", "message": why}, status_code=401,
-                        headers={"WWW-Authenticate": 'Bearer realm="stellar"'})  # fmt: skip
 
 
 def _version() -> str:
